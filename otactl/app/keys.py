@@ -1,0 +1,142 @@
+"""Key management services: generate, list, rotate (root included)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import otactl.keys.keyfile as keyfile
+from otactl.app.context import Context
+from otactl.errors import UsageError
+from otactl.repo import layout
+from otactl.workspace import KEY_DIR, KeyEntry, RoleEntry, TrustConfig
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    name: str
+    keyid: str
+    roles: list[str]
+    private_available: bool
+    uri: str
+
+
+@dataclass(frozen=True)
+class RotateResult:
+    old: str
+    new: str
+    new_keyid: str
+    root_version: int
+
+
+def _new_key(ctx: Context, name: str) -> tuple[KeyEntry, Path]:
+    layout.check_name("key name", name)
+    if name in ctx.trust.keys:
+        raise UsageError(f"{ctx.trust.path}: a key named {name!r} already exists")
+    rel = f"{KEY_DIR}/{name}.key"
+    path = ctx.workspace.root / rel
+    pub = keyfile.generate_keyfile(path, name, keyfile.get_passphrase(name, confirm=True))
+    return KeyEntry(name, pub.keyid, pub.keyval["public"], f"otactl-file:{rel}"), path
+
+
+def generate_key(ctx: Context, name: str, *, release_manager: bool) -> KeyEntry:
+    entry, path = _new_key(ctx, name)
+    keys = {**ctx.trust.keys, name: entry}
+    trust = replace(ctx.trust, keys=keys)
+    if release_manager:
+        role = trust.roles["releases"]
+        trust = replace(
+            trust,
+            roles={**trust.roles, "releases": RoleEntry((*role.keys, name), role.threshold, role.expires_days)},
+            release_managers=(*trust.release_managers, name),
+        )
+        try:
+            ctx.trust = trust
+            ctx.signers.trust = trust
+            repo = ctx.repository()
+            repo.edit("targets").add_key(keyfile.public_key(entry.public), "releases")
+            repo.publish()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    ctx.workspace.write_trust(trust)
+    return entry
+
+
+def list_keys(ctx: Context) -> list[KeyRow]:
+    return [
+        KeyRow(k.name, k.keyid, [r for r, e in ctx.trust.roles.items() if k.name in e.keys],
+               ctx.signers.has_private(k.name), k.uri)
+        for k in ctx.trust.keys.values()
+    ]
+
+
+def _next_name(trust: TrustConfig, role: str) -> str:
+    n = 2
+    while f"{role}-{n}" in trust.keys:
+        n += 1
+    return f"{role}-{n}"
+
+
+def rotate_key(ctx: Context, role: str, old: str | None) -> RotateResult:
+    if role not in ctx.trust.roles:
+        raise UsageError(f"no role {role!r}; roles: {', '.join(ctx.trust.roles)}")
+    entry = ctx.trust.roles[role]
+    if old is None:
+        if len(entry.keys) != 1:
+            raise UsageError(f"role {role!r} has {len(entry.keys)} keys; say which with --key")
+        old = entry.keys[0]
+    if old not in entry.keys:
+        raise UsageError(f"key {old!r} does not sign for role {role!r}")
+    repo = ctx.repository()  # fail early on an unusable store, before making a key
+    new_entry, new_path = _new_key(ctx, _next_name(ctx.trust, role))
+    old_keyid = ctx.trust.key(old).keyid
+    new_pub = keyfile.public_key(new_entry.public)
+    roles = dict(ctx.trust.roles)
+    roles[role] = RoleEntry(tuple(new_entry.name if k == old else k for k in entry.keys),
+                            entry.threshold, entry.expires_days)
+    trust = replace(ctx.trust, keys={**ctx.trust.keys, new_entry.name: new_entry}, roles=roles)
+    try:
+        repo.trust = trust
+        ctx.signers.trust = trust
+        if role in layout.TOP_LEVEL:
+            root = repo.edit_root()
+            root.revoke_key(old_keyid, role)
+            root.add_key(new_pub, role)
+            if role == "targets":
+                repo.edit("targets")
+        else:
+            targets = repo.edit("targets")
+            targets.revoke_key(old_keyid, role)
+            targets.add_key(new_pub, role)
+            repo.edit(role)
+            if role == "devices":
+                devices = repo.edit("devices")
+                devices.revoke_key(old_keyid)
+                devices.add_key(new_pub)
+                for name in repo.role_names():
+                    if name.startswith(f"{layout.BIN_PREFIX}-"):
+                        repo.edit(name)
+        repo.publish()
+    except BaseException:
+        new_path.unlink(missing_ok=True)
+        raise
+    still_used = any(old in r.keys for r in trust.roles.values())
+    if not still_used:
+        trust = replace(trust, keys={k: v for k, v in trust.keys.items() if k != old},
+                        ci_keys=tuple(k for k in trust.ci_keys if k != old),
+                        release_managers=tuple(k for k in trust.release_managers if k != old))
+        old_file = ctx.workspace.root / KEY_DIR / f"{old}.key"
+        if old_file.exists():
+            retired = ctx.workspace.root / KEY_DIR / "retired"
+            retired.mkdir(mode=0o700, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.replace(old_file, retired / old_file.name)
+    if role in layout.TOP_LEVEL or role == "root":
+        from otactl.workspace import ROOT_FILE
+
+        (ctx.workspace.root / ROOT_FILE).write_bytes(ctx.store.get(layout.metadata_key("root", None)))
+    ctx.workspace.write_trust(trust)
+    return RotateResult(old, new_entry.name, new_entry.keyid, repo.root.signed.version)

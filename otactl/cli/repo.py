@@ -1,0 +1,112 @@
+"""`otactl repo publish|verify|status|refresh|serve|fetch`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from otactl.cli.common import OutputOpt, WorkspaceOpt
+from otactl.cli.render import Output, emit_json, info, table
+from otactl.errors import WaitingError
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("publish")
+def publish(workspace: Path = WorkspaceOpt) -> None:
+    """Complete an interrupted publication (idempotent: safe to run again)."""
+    from otactl.app.context import Context
+    from otactl.app.repo import publish_pending
+
+    written = publish_pending(Context.open(workspace))
+    print(f"completed a pending publication: {len(written)} files" if written else "repository is up to date")
+
+
+@app.command("verify")
+def verify(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Act as a TUF client against the store and check every target."""
+    from otactl.app.context import Context
+    from otactl.app.repo import verify as run
+
+    result = run(Context.open(workspace))
+    if output is Output.json:
+        emit_json("repo-verify", result.__dict__)
+        return
+    print(f"ok: {result.store}: {result.roles} roles, {result.targets_checked} targets "
+          f"({result.bytes_checked} bytes) verified by a TUF client")
+
+
+@app.command("status")
+def status(workspace: Path = WorkspaceOpt, bins: bool = typer.Option(False, "--bins", help="One row per bin."),
+           output: Output = OutputOpt) -> None:
+    """Roles, versions, signers and expiries."""
+    from otactl.app.context import Context
+    from otactl.app.repo import status as run
+
+    rows = run(Context.open(workspace), include_bins=bins)
+    if output is Output.json:
+        emit_json("repo-status", {"roles": [r.__dict__ for r in rows]})
+        return
+    table("repository", ["role", "version", "expires", "days left", "signed by", "threshold", "targets"],
+          [[r.role, r.version, r.expires, r.days_left, ", ".join(r.signers), r.threshold, r.targets]
+           for r in rows])
+
+
+@app.command("refresh")
+def refresh(
+    workspace: Path = WorkspaceOpt,
+    warn_days: int = typer.Option(30, "--warn-days", help="Exit 4 if an offline role expires within this."),
+    force: bool = typer.Option(False, "--force", help="Re-sign every online role now."),
+    output: Output = OutputOpt,
+) -> None:
+    """Re-sign online roles before they lapse; exit 4 when an offline role is close to expiry (cron/CI)."""
+    from otactl.app.context import Context
+    from otactl.app.repo import refresh as run
+
+    result = run(Context.open(workspace), warn_days=warn_days, force=force)
+    if output is Output.json:
+        emit_json("repo-refresh", {"resigned": result.resigned,
+                                   "expiring_offline": [r.__dict__ for r in result.expiring_offline]})
+    else:
+        print(f"re-signed: {', '.join(result.resigned) or 'nothing needed'}")
+    if result.expiring_offline:
+        names = ", ".join(f"{r.role} ({r.days_left} days)" for r in result.expiring_offline)
+        raise WaitingError(f"offline roles close to expiry: {names}",
+                           hint="re-sign them with their offline keys before they lapse")
+
+
+@app.command("serve")
+def serve(
+    workspace: Path = WorkspaceOpt,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+) -> None:
+    """Serve a directory store's metadata/ and targets/ as static files over HTTP."""
+    from otactl.app.context import Context
+    from otactl.repo.serve import serve_directory
+
+    ctx = Context.open(workspace)
+    info(f"serving {ctx.store.url} on http://{host}:{port}/ (Ctrl-C to stop)")
+    serve_directory(ctx.store, host, port)
+
+
+@app.command("fetch")
+def fetch(
+    target: str = typer.Argument(..., help="Target path, e.g. config/t9/2.0.0/hp-400.json."),
+    url: str = typer.Option(..., "--url", help="Base URL of the served repository."),
+    root: Path = typer.Option(Path("signing/root.json"), "--root", help="Trusted root (trust anchor)."),
+    client_dir: Path = typer.Option(Path(".otactl/client"), "--client-dir", help="Client metadata cache."),
+    out: Path = typer.Option(None, "--out", help="Write the target here (default: stdout)."),
+) -> None:
+    """Download one target as a device would: python-tuf ngclient over HTTP, fully verified."""
+    from otactl.repo.client import fetch_target
+
+    data = fetch_target(root, url, client_dir, target)
+    if out is None:
+        import sys
+
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+        info(f"{target}: {len(data)} bytes verified -> {out}")

@@ -1,0 +1,1 @@
+"""The TUF repository: layout, signing, publication in the safe order, clients."""

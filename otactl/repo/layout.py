@@ -1,0 +1,75 @@
+"""Role names, delegation path patterns, target paths and otactl's custom target metadata.
+
+Custom fields inside TUF metadata are read and written here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tuf.api.metadata import TargetFile
+
+from otactl.errors import UsageError
+
+TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
+DELEGATED = ("releases", "rollouts", "devices")
+ONLINE_ROLES = ("snapshot", "timestamp", "rollouts", "devices")
+OFFLINE_ROLES = ("root", "targets", "releases")
+BIN_PREFIX = "devices"
+
+# One `*` per path segment: portable across TUF clients in every language.
+DELEGATION_PATHS: dict[str, list[str]] = {
+    "releases": ["firmware/*/*/*", "config/*/*/*", "releases/*/*"],
+    "rollouts": ["rollouts/*"],
+    "devices": ["devices/*"],
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Model names, versions, variants, device ids and file names become path segments."""
+    if not _NAME.match(value) or value in (".", ".."):
+        raise UsageError(f"{kind} {value!r}: use letters, digits, '.', '_' and '-' (max 128)")
+    return value
+
+
+def firmware_path(model: str, version: str, filename: str) -> str:
+    return f"firmware/{model}/{version}/{filename}"
+
+
+def config_path(model: str, version: str, variant: str) -> str:
+    return f"config/{model}/{version}/{variant}.json"
+
+
+def release_path(model: str, version: str) -> str:
+    return f"releases/{model}/{version}.json"
+
+
+def rollout_path(model: str) -> str:
+    return f"rollouts/{model}.json"
+
+
+def device_path(device_id: str) -> str:
+    return f"devices/{device_id}.json"
+
+
+def metadata_key(role: str, version: int | None) -> str:
+    return f"metadata/{role}.json" if version is None else f"metadata/{version}.{role}.json"
+
+
+def target_key(path: str, sha256: str) -> str:
+    """Where a consistent-snapshot client fetches a target: hash-prefixed file name."""
+    head, _, name = path.rpartition("/")
+    return f"targets/{head}/{sha256}.{name}" if head else f"targets/{sha256}.{name}"
+
+
+def set_custom(target: TargetFile, custom: dict[str, Any]) -> None:
+    target.unrecognized_fields["custom"] = {"otactl": custom}
+
+
+def get_custom(target: TargetFile) -> dict[str, Any]:
+    custom = target.unrecognized_fields.get("custom", {})
+    value = custom.get("otactl", {}) if isinstance(custom, dict) else {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,339 @@
+"""Create, load, edit and publish the TUF repository held in a blob store.
+
+Publication is journaled: every new metadata file is first written, as one object, to
+``staging/publish-journal.json`` (created only if absent: it is also the writers' lock), then copied
+into place in the safe order — new root, targets roles, snapshot, timestamp last — and the journal
+is removed. New metadata files have new versioned names, so until ``timestamp.json`` is replaced
+clients see the old repository; after, the new one. A crash leaves the journal behind and
+``otactl repo publish`` replays it (the same bytes: idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from securesystemslib.signer import Key
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    MetaFile,
+    Role,
+    Root,
+    Snapshot,
+    SuccinctRoles,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization import DeserializationError
+from tuf.api.serialization.json import JSONSerializer
+
+import otactl.keys.keyfile as keyfile
+from otactl.errors import ConflictError, NotFoundError, StoreError, VerificationError
+from otactl.repo import layout
+from otactl.repo.signers import SignerPool
+from otactl.store.base import BlobStore
+from otactl.workspace import TrustConfig
+
+JOURNAL_KEY = "staging/publish-journal.json"
+_SERIALIZER = JSONSerializer(compact=True)
+
+
+def to_bytes(md: Metadata[Any]) -> bytes:
+    return md.to_bytes(_SERIALIZER)
+
+
+def _public(trust: TrustConfig, name: str) -> Key:
+    return keyfile.public_key(trust.key(name).public)
+
+
+def _parse(store: BlobStore, key: str) -> Metadata[Any]:
+    raw = store.get(key)
+    try:
+        return Metadata.from_bytes(raw)
+    except DeserializationError as exc:
+        raise VerificationError(f"{store.url}{key}: not valid TUF metadata ({exc})") from exc
+
+
+class Repository:
+    def __init__(self, store: BlobStore, trust: TrustConfig, signers: SignerPool, now: datetime):
+        self.store = store
+        self.trust = trust
+        self.signers = signers
+        self.now = now
+        self.root: Metadata[Root]
+        self.timestamp: Metadata[Timestamp]
+        self.snapshot: Metadata[Snapshot]
+        self._timestamp_etag: str | None = None
+        self._roles: dict[str, Metadata[Targets]] = {}
+        self._changed: list[str] = []  # targets-type roles to re-sign, in order
+        self._presigned: set[str] = set()
+        self._root_changed = False
+        self._old_root: Metadata[Root] | None = None
+        self._force_online = False
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, store: BlobStore, trust: TrustConfig, signers: SignerPool, now: datetime) -> Repository:
+        repo = cls(store, trust, signers, now)
+        if store.exists(JOURNAL_KEY):
+            raise StoreError(
+                f"{store.url}: an unfinished publication is pending",
+                hint="run `otactl repo publish` to complete it",
+            )
+        try:
+            ts = store.get_versioned(layout.metadata_key("timestamp", None))
+        except NotFoundError:
+            raise StoreError(f"{store.url}: holds no otactl repository (no metadata/timestamp.json)",
+                             hint="run `otactl init` to create one") from None
+        try:
+            repo.timestamp = Metadata.from_bytes(ts.data)
+        except DeserializationError as exc:
+            raise VerificationError(f"{store.url}metadata/timestamp.json: invalid ({exc})") from exc
+        repo._timestamp_etag = ts.etag
+        snap_version = repo.timestamp.signed.snapshot_meta.version
+        repo.snapshot = _parse(store, layout.metadata_key("snapshot", snap_version))
+        repo.root = _parse(store, layout.metadata_key("root", None))
+        return repo
+
+    def role(self, name: str) -> Metadata[Targets]:
+        if name not in self._roles:
+            meta = self.snapshot.signed.meta.get(f"{name}.json")
+            if meta is None:
+                raise NotFoundError(f"{self.store.url}: no role {name!r} in the repository")
+            self._roles[name] = _parse(self.store, layout.metadata_key(name, meta.version))
+        return self._roles[name]
+
+    def role_names(self) -> list[str]:
+        return [m.removesuffix(".json") for m in self.snapshot.signed.meta]
+
+    def bin_for(self, target_path: str) -> str:
+        succinct = self.role("devices").signed.delegations
+        assert succinct is not None and succinct.succinct_roles is not None
+        return succinct.succinct_roles.get_role_for_target(target_path)
+
+    def delegator(self, name: str) -> Metadata[Targets] | Metadata[Root]:
+        if name in ("targets", "snapshot", "timestamp", "root"):
+            return self.root
+        if name.startswith(f"{layout.BIN_PREFIX}-"):
+            return self.role("devices")
+        return self.role("targets")
+
+    def find_target(self, path: str) -> tuple[str, TargetFile] | None:
+        role = self.role_for_path(path)
+        tf = self.role(role).signed.targets.get(path)
+        return None if tf is None else (role, tf)
+
+    def role_for_path(self, path: str) -> str:
+        if path.startswith("devices/"):
+            return self.bin_for(path)
+        delegations = self.role("targets").signed.delegations
+        assert delegations is not None and delegations.roles is not None
+        for name, role in delegations.roles.items():
+            if role.is_delegated_path(path):
+                return name
+        raise NotFoundError(f"target {path!r} matches no delegated role")
+
+    # ------------------------------------------------------------------ creating
+    @classmethod
+    def create(cls, store: BlobStore, trust: TrustConfig, signers: SignerPool, now: datetime,
+               consistent_snapshot: bool = True) -> Repository:
+        repo = cls(store, trust, signers, now)
+        root = Root(expires=repo._expiry("root"), consistent_snapshot=consistent_snapshot)
+        for name in layout.TOP_LEVEL:
+            r = trust.role(name)
+            for k in r.keys:
+                root.add_key(_public(trust, k), name)
+            root.roles[name].threshold = r.threshold
+        repo.root = Metadata(root)
+        repo._root_changed = True
+        repo.timestamp = Metadata(Timestamp(expires=repo._expiry("timestamp")))
+        repo.snapshot = Metadata(Snapshot(expires=repo._expiry("snapshot")))
+        repo.timestamp.signed.version = repo.snapshot.signed.version = 0  # bumped to 1 on publish
+
+        targets = Targets(expires=repo._expiry("targets"))
+        targets.delegations = Delegations(keys={}, roles={})
+        for name in layout.DELEGATED:
+            r = trust.role(name)
+            role = DelegatedRole(name, [], r.threshold, name == "devices", layout.DELEGATION_PATHS[name])
+            targets.delegations.roles[name] = role
+            for k in r.keys:
+                targets.add_key(_public(trust, k), name)
+        repo._add_new("targets", targets)
+        for name in ("releases", "rollouts"):
+            repo._add_new(name, Targets(expires=repo._expiry(name)))
+        devices = Targets(expires=repo._expiry("devices"))
+        bins_role = trust.role("devices")
+        succinct = SuccinctRoles([], bins_role.threshold, trust.bin_bit_length, layout.BIN_PREFIX)
+        devices.delegations = Delegations(keys={}, succinct_roles=succinct)
+        for k in bins_role.keys:
+            devices.add_key(_public(trust, k))
+        repo._add_new("devices", devices)
+        for bin_name in succinct.get_roles():
+            repo._add_new(bin_name, Targets(expires=repo._expiry("devices")))
+        return repo
+
+    def _add_new(self, name: str, signed: Targets) -> None:
+        signed.version = 0  # bumped to 1 on publish
+        self._roles[name] = Metadata(signed)
+        self._changed.append(name)
+
+    def _expiry(self, name: str) -> datetime:
+        return (self.now + timedelta(days=self.trust.role(name).expires_days)).replace(microsecond=0)
+
+    # ------------------------------------------------------------------ editing
+    def edit(self, name: str) -> Targets:
+        md = self.role(name)
+        if name not in self._changed:
+            self._changed.append(name)
+        return md.signed
+
+    def put_signed(self, name: str, md: Metadata[Targets]) -> None:
+        """Install metadata that was signed elsewhere (a release approved by its signers)."""
+        self._roles[name] = md
+        if name not in self._changed:
+            self._changed.append(name)
+        self._presigned.add(name)
+
+    def edit_root(self) -> Root:
+        if not self._root_changed:
+            self._old_root = Metadata.from_bytes(to_bytes(self.root))
+            self._root_changed = True
+        return self.root.signed
+
+    def force_online_resign(self) -> None:
+        self._force_online = True
+
+    def add_target(self, role: str, path: str, length: int, sha256: str, custom: dict[str, Any]) -> TargetFile:
+        tf = TargetFile(length, {"sha256": sha256}, path)
+        layout.set_custom(tf, custom)
+        self.edit(role).targets[path] = tf
+        return tf
+
+    # ------------------------------------------------------------------ signing
+    def _sign(self, name: str, md: Metadata[Any], key_names: Iterable[str]) -> None:
+        md.signatures.clear()
+        for k in key_names:
+            if self.signers.has_private(k):
+                md.sign(self.signers.get(k), append=True)
+
+    def _check_threshold(self, name: str, md: Metadata[Any], delegator: Metadata[Any]) -> None:
+        try:
+            delegator.verify_delegate(name, md)
+        except UnsignedMetadataError:
+            role = self.trust.role(name)
+            signed_by = {s for s in md.signatures}
+            missing = [k for k in role.keys if self.trust.key(k).keyid not in signed_by]
+            raise VerificationError(
+                f"role {name!r}: {len(role.keys) - len(missing)} of the {role.threshold} signatures "
+                f"needed; missing: {', '.join(missing)}"
+            ) from None
+
+    def sign_all(self) -> list[tuple[str, bytes]]:
+        """Sign every changed role, snapshot and timestamp; return files in publication order."""
+        files: list[tuple[str, bytes]] = []
+        if self._root_changed:
+            root = self.root.signed
+            if self._old_root is not None:
+                root.version = self._old_root.signed.version + 1
+            root.expires = self._expiry("root")
+            names = list(self.trust.role("root").keys)
+            self.root.signatures.clear()
+            old_keyids: set[str] = set()
+            if self._old_root is not None:
+                old_keyids = set(self._old_root.signed.roles["root"].keyids)
+            for entry in self.trust.keys.values():
+                if entry.keyid in old_keyids and entry.name not in names:
+                    names.append(entry.name)
+            self._sign("root", self.root, names)
+            self._check_threshold("root", self.root, self.root)
+            if self._old_root is not None:
+                self._old_root.verify_delegate("root", self.root)  # old keys vouch for the new root
+            data = to_bytes(self.root)
+            files += [(layout.metadata_key("root", root.version), data), (layout.metadata_key("root", None), data)]
+        if self._force_online:
+            for name in self.role_names():
+                if name != "targets" and (name in ("rollouts", "devices") or name.startswith("devices-")):
+                    self.edit(name)
+        snapshot = self.snapshot.signed
+        # delegators sign after their delegates' keys are settled: targets, devices, then the rest
+        order = sorted(self._changed, key=lambda n: (n != "targets", n != "devices"))
+        for name in order:
+            md = self._roles[name]
+            if name not in self._presigned:
+                md.signed.version += 1
+                md.signed.expires = self._expiry(name)
+                self._sign(name, md, self.trust.role(name).keys)
+            self._check_threshold(name, md, self.delegator(name))
+            files.append((layout.metadata_key(name, md.signed.version), to_bytes(md)))
+            snapshot.meta[f"{name}.json"] = MetaFile(md.signed.version)
+        snapshot.version += 1
+        snapshot.expires = self._expiry("snapshot")
+        self._sign("snapshot", self.snapshot, self.trust.role("snapshot").keys)
+        self._check_threshold("snapshot", self.snapshot, self.root)
+        files.append((layout.metadata_key("snapshot", snapshot.version), to_bytes(self.snapshot)))
+        ts = self.timestamp.signed
+        ts.snapshot_meta = MetaFile(snapshot.version)
+        ts.version += 1
+        ts.expires = self._expiry("timestamp")
+        self._sign("timestamp", self.timestamp, self.trust.role("timestamp").keys)
+        self._check_threshold("timestamp", self.timestamp, self.root)
+        files.append((layout.metadata_key("timestamp", None), to_bytes(self.timestamp)))
+        return files
+
+    # ------------------------------------------------------------------ publishing
+    def publish(self) -> list[str]:
+        files = self.sign_all()
+        journal = {
+            "schema": "otactl/publish-journal/1",
+            "created": self.now.isoformat(),
+            "base_timestamp_etag": self._timestamp_etag,
+            "files": [{"key": k, "data": d.decode()} for k, d in files],
+        }
+        try:
+            self.store.put_if(JOURNAL_KEY, json.dumps(journal).encode(), None)
+        except ConflictError:
+            raise ConflictError(
+                f"{self.store.url}: another publication is in progress or unfinished",
+                hint="retry; if no one else is publishing, run `otactl repo publish` to complete it",
+            ) from None
+        current = self.store.get_optional(layout.metadata_key("timestamp", None))
+        if self._timestamp_etag is not None and current is not None:
+            if self.store.get_versioned(layout.metadata_key("timestamp", None)).etag != self._timestamp_etag:
+                self.store.delete(JOURNAL_KEY)
+                raise ConflictError(f"{self.store.url}: the repository changed since it was read; retry")
+        elif current is not None:
+            self.store.delete(JOURNAL_KEY)
+            raise StoreError(f"{self.store.url}: already holds a TUF repository; refusing to overwrite it")
+        return replay_journal(self.store)
+
+
+def replay_journal(store: BlobStore) -> list[str]:
+    """Copy a journal's files into place in order, timestamp last; then drop the journal."""
+    try:
+        journal = json.loads(store.get(JOURNAL_KEY))
+        files = [(f["key"], f["data"].encode()) for f in journal["files"]]
+    except NotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{store.url}{JOURNAL_KEY}: corrupt publication journal ({exc})") from exc
+    ts_key = layout.metadata_key("timestamp", None)
+    for key, data in files:
+        if key == ts_key:
+            base = journal.get("base_timestamp_etag")
+            try:
+                current = store.get_versioned(ts_key)
+            except NotFoundError:
+                current = None
+            if current is None or current.data != data:
+                store.put_if(ts_key, data, None if current is None else current.etag)
+                del base  # the journal is the lock: no other writer moved timestamp meanwhile
+        else:
+            store.put(key, data)
+    store.delete(JOURNAL_KEY)
+    return [k for k, _ in files]

@@ -1,0 +1,40 @@
+"""Serve a directory store as static files (what a CDN or web server does in production)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+
+from otactl.errors import UsageError
+from otactl.store.base import BlobStore
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def make_server(store: BlobStore, host: str = "127.0.0.1", port: int = 0) -> http.server.ThreadingHTTPServer:
+    from otactl.store.directory import DirectoryStore
+
+    if not isinstance(store, DirectoryStore):
+        raise UsageError(f"{store.url}: only a directory store can be served; serve S3 with its own endpoint")
+    handler = functools.partial(_QuietHandler, directory=str(store.root))
+    server = http.server.ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve_directory(store: BlobStore, host: str, port: int) -> None:
+    server = make_server(store, host, port)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def serve_in_thread(store: BlobStore, host: str = "127.0.0.1") -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = make_server(store, host, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://{host}:{server.server_address[1]}"

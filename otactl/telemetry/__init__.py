@@ -1,0 +1,1 @@
+"""Health telemetry: device reports, the embedded ingest, and the sources gates read."""

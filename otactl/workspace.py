@@ -1,0 +1,175 @@
+"""A release workspace: trust configuration in ``signing/``, private keys in ``.otactl/``.
+
+    WORKSPACE/
+      otactl.yaml            store URL and endpoint
+      signing/trust.yaml     roles, thresholds, public keys, key URIs (committed)
+      signing/root.json      the current root: the trust anchor devices ship with
+      manifests/  canary/    release manifests and rollout plans
+      .otactl/keys/*.key     encrypted private keys (mode 0600; never committed)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from otactl.errors import KeyAccessError, UsageError
+from otactl.yamlio import YamlDoc, check_keys, load_yaml
+
+WORKSPACE_FILE = "otactl.yaml"
+TRUST_FILE = "signing/trust.yaml"
+ROOT_FILE = "signing/root.json"
+KEY_DIR = ".otactl/keys"
+
+DEFAULT_EXPIRY_DAYS = {
+    "root": 365, "targets": 365, "releases": 365,
+    "snapshot": 7, "timestamp": 1, "rollouts": 7, "devices": 7,
+}
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    name: str
+    keyid: str
+    public: str  # ed25519 public key, hex
+    uri: str  # securesystemslib private key URI (otactl-file:, awskms:, gcpkms:, hsm:, ...)
+
+
+@dataclass(frozen=True)
+class RoleEntry:
+    keys: tuple[str, ...]
+    threshold: int
+    expires_days: int
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    keys: dict[str, KeyEntry]
+    roles: dict[str, RoleEntry]
+    ci_keys: tuple[str, ...]
+    release_managers: tuple[str, ...]
+    bin_bit_length: int
+    path: str = TRUST_FILE
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def role(self, name: str) -> RoleEntry:
+        if name.startswith("devices-"):
+            name = "devices"
+        try:
+            return self.roles[name]
+        except KeyError:
+            raise UsageError(f"{self.path}: no role {name!r}") from None
+
+    def key(self, name: str) -> KeyEntry:
+        try:
+            return self.keys[name]
+        except KeyError:
+            raise KeyAccessError(f"{self.path}: no key named {name!r}") from None
+
+    def key_by_id(self, keyid: str) -> KeyEntry | None:
+        return next((k for k in self.keys.values() if k.keyid == keyid), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "otactl/trust/1",
+            "keys": {
+                k.name: {"keyid": k.keyid, "public": k.public, "uri": k.uri}
+                for k in self.keys.values()
+            },
+            "roles": {
+                n: {"keys": list(r.keys), "threshold": r.threshold, "expires_days": r.expires_days}
+                for n, r in self.roles.items()
+            },
+            "ci_keys": list(self.ci_keys),
+            "release_managers": list(self.release_managers),
+            "devices": {"bin_bit_length": self.bin_bit_length},
+        }
+
+
+def parse_trust(doc: YamlDoc) -> TrustConfig:
+    top = check_keys(doc, (), doc.data,
+                     {"schema", "keys", "roles", "ci_keys", "release_managers", "devices"},
+                     {"schema", "keys", "roles"})
+    if top["schema"] != "otactl/trust/1":
+        raise doc.error(("schema",), "expected otactl/trust/1")
+    keys: dict[str, KeyEntry] = {}
+    for name, raw in check_keys(doc, ("keys",), top["keys"], set(top["keys"])).items():
+        entry = check_keys(doc, ("keys", name), raw, {"keyid", "public", "uri"}, {"keyid", "public", "uri"})
+        keys[name] = KeyEntry(name, str(entry["keyid"]), str(entry["public"]), str(entry["uri"]))
+    roles: dict[str, RoleEntry] = {}
+    for name, raw in check_keys(doc, ("roles",), top["roles"], set(DEFAULT_EXPIRY_DAYS)).items():
+        entry = check_keys(doc, ("roles", name), raw, {"keys", "threshold", "expires_days"},
+                           {"keys", "threshold"})
+        role_keys = entry["keys"]
+        if not isinstance(role_keys, list) or not role_keys:
+            raise doc.error(("roles", name, "keys"), "must be a non-empty list of key names")
+        for i, k in enumerate(role_keys):
+            if k not in keys:
+                raise doc.error(("roles", name, "keys", i), f"unknown key {k!r}")
+        threshold = entry["threshold"]
+        if not isinstance(threshold, int) or not 1 <= threshold <= len(role_keys):
+            raise doc.error(("roles", name, "threshold"), f"must be an integer from 1 to {len(role_keys)}")
+        days = entry.get("expires_days", DEFAULT_EXPIRY_DAYS[name])
+        if not isinstance(days, int) or days < 1:
+            raise doc.error(("roles", name, "expires_days"), "must be a positive integer")
+        roles[name] = RoleEntry(tuple(role_keys), threshold, days)
+    for required in DEFAULT_EXPIRY_DAYS:
+        if required not in roles:
+            raise doc.error(("roles",), f"missing role {required!r}")
+    devices = check_keys(doc, ("devices",), top.get("devices", {}), {"bin_bit_length"})
+    bits = devices.get("bin_bit_length", 4)
+    if not isinstance(bits, int) or not 0 <= bits <= 16:
+        raise doc.error(("devices", "bin_bit_length"), "must be an integer from 0 to 16")
+    lists = {}
+    for fld in ("ci_keys", "release_managers"):
+        value = top.get(fld, [])
+        if not isinstance(value, list) or any(v not in keys for v in value):
+            raise doc.error((fld,), "must be a list of key names defined under keys")
+        lists[fld] = tuple(value)
+    return TrustConfig(keys, roles, lists["ci_keys"], lists["release_managers"], bits, doc.path)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    store_url: str
+    endpoint_url: str | None
+
+    @classmethod
+    def open(cls, path: Path | str = ".") -> Workspace:
+        root = Path(path).resolve()
+        cfg_path = root / WORKSPACE_FILE
+        if not cfg_path.is_file():
+            raise UsageError(f"{root}: not an otactl workspace (no {WORKSPACE_FILE}); run `otactl init` first",
+                             hint="pass --workspace DIR or run inside the workspace")
+        doc = load_yaml(cfg_path)
+        top = check_keys(doc, (), doc.data, {"schema", "store", "s3_endpoint_url"}, {"schema", "store"})
+        store = str(top["store"])
+        if store.startswith("file://") and not store.startswith("file:///"):
+            store = "file://" + str((root / store.removeprefix("file://")).resolve())
+        return cls(root, store, top.get("s3_endpoint_url"))
+
+    def trust(self) -> TrustConfig:
+        return parse_trust(load_yaml(self.root / TRUST_FILE))
+
+    def write_trust(self, trust: TrustConfig) -> None:
+        from otactl.fsutil import atomic_write
+
+        text = "# otactl trust configuration: public keys and key URIs only (no secrets)\n"
+        text += yaml.safe_dump(trust.to_dict(), sort_keys=False)
+        atomic_write(self.root / TRUST_FILE, text.encode())
+
+    def store(self):  # type: ignore[no-untyped-def]
+        from otactl.store import open_store
+
+        return open_store(self.store_url, endpoint_url=self.endpoint_url)
+
+    def resolve_uri(self, uri: str) -> str:
+        """Relative ``otactl-file:`` URIs are relative to the workspace."""
+        scheme, _, rest = uri.partition(":")
+        if scheme == "otactl-file" and not rest.startswith("/"):
+            return f"otactl-file:{self.root / rest}"
+        return uri
