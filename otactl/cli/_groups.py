@@ -11,6 +11,8 @@ GROUPS: list[tuple[str, str | None, str]] = [
     ("init", None, ""),
     ("keys", "keys", "Generate, list and rotate signing keys."),
     ("repo", "repo", "Publish, verify, inspect and refresh the TUF repository."),
+    ("release", "release", "Build, review, approve, publish and list releases."),
+    ("fleet", "fleet", "Import devices and set their variant, tags and pins (signed records)."),
 ]
 
 

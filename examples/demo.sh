@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job on the embedded default (local directory store): a workspace, a signed release
+# with three variants approved by a release manager, a fleet, and devices fetching their own
+# configuration through a real TUF client (python-tuf ngclient over HTTP on 127.0.0.1).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+DEMO="${DEMO_DIR:-$HERE/demo-workspace}"
+# Demo passphrase for the demo's keys only; real use: a prompt, or a CI secret in this variable.
+export OTACTL_KEY_PASSPHRASE="${OTACTL_KEY_PASSPHRASE:-demo-only-passphrase}"
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+rm -rf "$DEMO"
+step "otactl init: keys, trust configuration, TUF repository (root, targets, snapshot, timestamp, releases, rollouts, devices bins)"
+otactl init "$DEMO"
+cd "$DEMO"
+otactl repo status
+
+step "CI builds release 2.0.0 (two hardware revisions, three horsepower variants) and signs it with the CI key"
+otactl release build "$HERE/manifests/t9-engine-2.0.0.yaml"
+step "Publishing with only the CI signature is refused"
+if otactl release publish 2.0.0; then echo "unexpected: published without approval"; exit 1; fi
+step "The release manager reviews and approves with their own key; then it is published"
+otactl release review 2.0.0
+otactl release approve 2.0.0 --key release-manager
+otactl release publish 2.0.0
+otactl release list
+
+step "Fleet: import 12 devices (signed records in hash bins), move one to the 500 hp tier"
+otactl fleet import "$HERE/examples/fleet/inventory.csv"
+otactl fleet set t9-0004 --variant hp-500
+
+step "Serve the repository on 127.0.0.1 and let one device of each variant fetch its own configuration"
+PORT=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+otactl repo serve --port "$PORT" & SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 50); do python -c "import httpx,sys; httpx.get('http://127.0.0.1:$PORT/metadata/timestamp.json').raise_for_status()" 2>/dev/null && break; sleep 0.1; done
+for dev in t9-0000 t9-0001 t9-0004; do
+  rm -rf ".otactl/client-$dev"
+  record=$(otactl repo fetch "devices/$dev.json" --url "http://127.0.0.1:$PORT" --client-dir ".otactl/client-$dev")
+  variant=$(python -c 'import json,sys; print(json.loads(sys.argv[1])["variant"])' "$record")
+  config=$(otactl repo fetch "config/t9-engine/2.0.0/$variant.json" --url "http://127.0.0.1:$PORT" --client-dir ".otactl/client-$dev")
+  echo "$dev ($variant): $config"
+done
+
+step "Verify the whole repository as a TUF client would"
+otactl repo verify
+echo
+echo "demo finished: workspace in $DEMO"

@@ -1,0 +1,358 @@
+"""Release services: build (CI), review, approve (release managers), publish, list, withdraw.
+
+Store layout beside the published repository:
+
+    staging/releases/<model>/<version>.metadata.json   the proposed ``releases`` metadata (signed)
+    releases-state/<model>/<version>.json              status: staged, published or withdrawn
+
+A build stages a new ``releases`` version signed by the CI key; release managers add signatures
+to exactly those bytes; publish installs it only when the role's threshold is met.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.api.serialization import DeserializationError
+
+import otactl.keys.keyfile as keyfile
+from otactl.app.context import Context
+from otactl.errors import ConflictError, NotFoundError, UsageError, VerificationError
+from otactl.release import bundle
+from otactl.release.hashing import hash_file
+from otactl.release.manifest import Manifest
+from otactl.repo import layout
+from otactl.repo.repository import Repository, to_bytes
+
+Progress = Callable[[str, int, int], None]  # (label, bytes done, total)
+
+
+def staged_key(model: str, version: str) -> str:
+    return f"staging/releases/{model}/{version}.metadata.json"
+
+
+def state_key(model: str, version: str) -> str:
+    return f"releases-state/{model}/{version}.json"
+
+
+@dataclass(frozen=True)
+class ReleaseRef:
+    model: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.model}/{self.version}"
+
+
+@dataclass
+class ReleaseInfo:
+    model: str
+    version: str
+    status: str  # staged | approved | published | withdrawn
+    security_version: int
+    signed_by: list[str]
+    missing: list[str]
+    threshold: int
+    created: str
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    variants: dict[str, Any] = field(default_factory=dict)
+    variant_changes: dict[str, Any] = field(default_factory=dict)
+    previous: str | None = None
+
+
+def version_key(version: str) -> tuple[Any, ...]:
+    core, _, pre = version.replace("+", "-").partition("-")
+    return (*(int(p) for p in core.split(".")), pre == "", pre)
+
+
+def _load_state(ctx: Context, model: str, version: str) -> dict[str, Any] | None:
+    raw = ctx.store.get_optional(state_key(model, version))
+    return None if raw is None else json.loads(raw)
+
+
+def resolve(ctx: Context, spec: str) -> ReleaseRef:
+    """``MODEL/VERSION``, or ``VERSION`` when exactly one model has it."""
+    if "/" in spec:
+        model, _, version = spec.partition("/")
+        return ReleaseRef(model, version)
+    models = sorted({k.split("/")[1] for k in ctx.store.list("releases-state/") if k.endswith(f"/{spec}.json")})
+    if not models:
+        raise NotFoundError(f"release {spec!r}: no such release (see `otactl release list`)")
+    if len(models) > 1:
+        raise UsageError(f"release {spec!r} exists for several models ({', '.join(models)}); "
+                         f"say MODEL/{spec}")
+    return ReleaseRef(models[0], spec)
+
+
+def _published_descriptors(releases: Targets, model: str) -> dict[str, TargetFile]:
+    prefix = f"releases/{model}/"
+    return {p.removeprefix(prefix).removesuffix(".json"): tf for p, tf in releases.targets.items()
+            if p.startswith(prefix)}
+
+
+def _sign_with(md: Metadata[Targets], ctx: Context, key_name: str) -> None:
+    signer = ctx.signers.get(key_name)
+    md.sign(signer, append=True)
+
+
+# ------------------------------------------------------------------------ build
+def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
+          ci_key: str | None = None) -> ReleaseInfo:
+    repo = ctx.repository()
+    releases = repo.role("releases")
+    model, version = manifest.model, manifest.version
+    published = _published_descriptors(releases.signed, model)
+    if version in published or ctx.store.exists(state_key(model, version)):
+        raise UsageError(f"{manifest.path}: version: release {model}/{version} already exists")
+    floor = max((layout.get_custom(tf).get("security_version", 0) for tf in published.values()), default=0)
+    if manifest.security_version < floor:
+        raise UsageError(f"{manifest.path}: security_version: {manifest.security_version} is below "
+                         f"{floor}, the highest published for {model} (anti-rollback floor)")
+    if manifest.stepping_stone and manifest.stepping_stone not in published:
+        raise UsageError(f"{manifest.path}: stepping_stone: {model}/{manifest.stepping_stone} is not published")
+    ci_names = [ci_key] if ci_key else [k for k in ctx.trust.ci_keys if ctx.signers.has_private(k)]
+    if not ci_names:
+        raise UsageError("no CI key here to sign the build (trust config ci_keys)",
+                         hint="run the build where the CI key or its KMS URI is available")
+    if ci_names[0] not in ctx.trust.ci_keys:
+        raise UsageError(f"key {ci_names[0]!r} is not a CI key")
+    signer_name = ci_names[0]
+    ctx.signers.get(signer_name)  # unlock before the long hashing step
+
+    firmware: dict[str, bundle.TargetBlob] = {}
+    uploads: list[tuple[bundle.TargetBlob, Path]] = []
+    for fw in manifest.firmware:
+        if fw.file is not None:
+            total = fw.file.stat().st_size if fw.file.is_file() else 0
+            done = [0]
+
+            def tick(n: int, label: str = fw.file.name, total: int = total, done: list[int] = done) -> None:
+                done[0] += n
+                if progress:
+                    progress(label, done[0], total)
+
+            length, sha = hash_file(fw.file, tick)
+            path = layout.firmware_path(model, version, fw.file.name)
+            b = bundle.TargetBlob(path, length, sha, {
+                "model": model, "version": version, "security_version": manifest.security_version,
+                "hardware_revisions": [fw.hardware_revision]})
+            uploads.append((b, fw.file))
+        else:
+            src = published.get(fw.from_release or "")
+            if src is None:
+                raise UsageError(f"{manifest.path}: firmware.{fw.hardware_revision}.from_release: "
+                                 f"{model}/{fw.from_release} is not published")
+            src_doc = json.loads(_download(ctx, repo, layout.release_path(model, fw.from_release or "")))
+            ref = src_doc["firmware"].get(fw.hardware_revision)
+            if ref is None:
+                raise UsageError(f"{manifest.path}: firmware.{fw.hardware_revision}: {model}/"
+                                 f"{fw.from_release} has no image for that hardware revision")
+            b = bundle.TargetBlob(ref["target"], ref["length"], ref["sha256"], {})
+        firmware[fw.hardware_revision] = b
+    configs = bundle.config_blobs(manifest)
+    descriptor = bundle.descriptor_blob(manifest, firmware, configs)
+
+    # upload content-addressed target files first: invisible to clients until metadata names them
+    for b, src_path in uploads:
+        ctx.store.put_file(layout.target_key(b.path, b.sha256), src_path)
+    for b in [*configs, descriptor]:
+        assert b.data is not None
+        ctx.store.put(layout.target_key(b.path, b.sha256), b.data)
+
+    md: Metadata[Targets] = Metadata.from_bytes(to_bytes(releases))
+    md.signatures.clear()
+    for b in [*(b for b, _ in uploads), *configs, descriptor]:
+        tf = TargetFile(b.length, {"sha256": b.sha256}, b.path)
+        layout.set_custom(tf, b.custom)
+        md.signed.targets[b.path] = tf
+    md.signed.version += 1
+    md.signed.expires = repo._expiry("releases")
+    _sign_with(md, ctx, signer_name)
+    state = {"schema": "otactl/release-state/1", "model": model, "version": version, "status": "staged",
+             "created": ctx.now.isoformat(), "built_by": signer_name,
+             "base_releases_version": releases.signed.version,
+             "security_version": manifest.security_version, "variants": manifest.variants,
+             "new_targets": sorted(b.path for b in [*(b for b, _ in uploads), *configs, descriptor])}
+    ctx.store.put(staged_key(model, version), to_bytes(md))
+    try:
+        ctx.store.put_if(state_key(model, version), json.dumps(state, indent=1).encode(), None)
+    except ConflictError:
+        raise UsageError(f"release {model}/{version} already exists (built concurrently)") from None
+    return info(ctx, ReleaseRef(model, version))
+
+
+def _download(ctx: Context, repo: Repository, path: str) -> bytes:
+    found = repo.find_target(path)
+    if found is None:
+        raise NotFoundError(f"target {path!r} is not published")
+    _, tf = found
+    data = ctx.store.get(layout.target_key(path, tf.hashes["sha256"]))
+    tf.verify_length_and_hashes(data)
+    return data
+
+
+# ------------------------------------------------------------------------ inspect
+def _staged(ctx: Context, ref: ReleaseRef) -> Metadata[Targets]:
+    try:
+        return Metadata.from_bytes(ctx.store.get(staged_key(ref.model, ref.version)))
+    except DeserializationError as exc:
+        raise VerificationError(f"{ctx.store.url}{staged_key(ref.model, ref.version)}: corrupt ({exc})") from exc
+
+
+def _valid_signers(ctx: Context, md: Metadata[Targets]) -> list[str]:
+    names = []
+    for keyid, sig in md.signatures.items():
+        entry = ctx.trust.key_by_id(keyid)
+        if entry is None or entry.name not in ctx.trust.role("releases").keys:
+            continue
+        try:
+            keyfile.public_key(entry.public).verify_signature(sig, md.signed_bytes)
+        except Exception:  # noqa: BLE001 - any verification failure means "not signed"
+            continue
+        names.append(entry.name)
+    return sorted(names)
+
+
+def info(ctx: Context, ref: ReleaseRef) -> ReleaseInfo:
+    state = _load_state(ctx, ref.model, ref.version)
+    if state is None:
+        raise NotFoundError(f"release {ref}: no such release (see `otactl release list`)")
+    role = ctx.trust.role("releases")
+    signed_by: list[str] = []
+    md = None
+    if ctx.store.exists(staged_key(ref.model, ref.version)):
+        md = _staged(ctx, ref)
+        signed_by = _valid_signers(ctx, md)
+    status = state["status"]
+    if status == "staged" and len(signed_by) >= role.threshold:
+        status = "approved"
+    missing = [k for k in role.keys if k not in signed_by] if status in ("staged", "approved") else []
+    result = ReleaseInfo(ref.model, ref.version, status, state["security_version"], signed_by,
+                         missing if status == "staged" else [], role.threshold, state["created"],
+                         variants=state.get("variants", {}))
+    if md is not None:
+        for path in state.get("new_targets", []):
+            tf = md.signed.targets.get(path)
+            if tf is not None:
+                result.targets.append({"path": path, "length": tf.length, "sha256": tf.hashes["sha256"]})
+    return result
+
+
+def review(ctx: Context, spec: str) -> ReleaseInfo:
+    ref = resolve(ctx, spec)
+    result = info(ctx, ref)
+    older = [s for s in list_releases(ctx) if s.model == ref.model and s.status == "published"
+             and version_key(s.version) < version_key(ref.version)]
+    if older:
+        prev = max(older, key=lambda s: version_key(s.version))
+        result.previous = prev.version
+        result.variant_changes = diff_variants(prev.variants, result.variants)
+    else:
+        result.variant_changes = diff_variants({}, result.variants)
+    return result
+
+
+def diff_variants(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            changes[name] = {"removed": True}
+        elif name not in old:
+            changes[name] = {"added": new[name]}
+        else:
+            delta = {k: {"from": old[name].get(k), "to": new[name].get(k)}
+                     for k in sorted(set(old[name]) | set(new[name])) if old[name].get(k) != new[name].get(k)}
+            if delta:
+                changes[name] = {"changed": delta}
+    return changes
+
+
+def list_releases(ctx: Context) -> list[ReleaseInfo]:
+    out = []
+    for key in ctx.store.list("releases-state/"):
+        _, model, name = key.split("/", 2)
+        out.append(info(ctx, ReleaseRef(model, name.removesuffix(".json"))))
+    return sorted(out, key=lambda r: (r.model, version_key(r.version)))
+
+
+# ------------------------------------------------------------------------ approve, publish
+def approve(ctx: Context, spec: str, key_name: str | None) -> ReleaseInfo:
+    ref = resolve(ctx, spec)
+    current = info(ctx, ref)
+    if current.status in ("published", "withdrawn"):
+        raise UsageError(f"release {ref} is {current.status}; nothing to approve")
+    if key_name is None:
+        local = [k for k in ctx.trust.release_managers if ctx.signers.has_private(k)]
+        if len(local) != 1:
+            raise UsageError("say which release-manager key signs with --key "
+                             f"(here: {', '.join(local) or 'none'})")
+        key_name = local[0]
+    if key_name not in ctx.trust.release_managers:
+        raise UsageError(f"key {key_name!r} is not a release manager's key "
+                         f"(release managers: {', '.join(ctx.trust.release_managers)})")
+    versioned = ctx.store.get_versioned(staged_key(ref.model, ref.version))
+    md: Metadata[Targets] = Metadata.from_bytes(versioned.data)
+    signers = _valid_signers(ctx, md)
+    if not any(k in ctx.trust.ci_keys for k in signers):
+        raise VerificationError(f"release {ref}: the staged metadata no longer carries a valid CI signature "
+                                "(changed since the build); refusing to approve")
+    for path in current.targets:
+        data = ctx.store.get(layout.target_key(path["path"], path["sha256"]))
+        try:
+            md.signed.targets[path["path"]].verify_length_and_hashes(data)
+        except Exception as exc:  # noqa: BLE001 - tuf raises LengthOrHashMismatchError
+            raise VerificationError(f"release {ref}: staged file {path['path']} changed since the CI "
+                                    f"signature ({exc}); refusing to approve") from exc
+    if key_name in signers:
+        raise UsageError(f"release {ref} is already approved with key {key_name!r}")
+    _sign_with(md, ctx, key_name)
+    ctx.store.put_if(staged_key(ref.model, ref.version), to_bytes(md), versioned.etag)
+    return info(ctx, ref)
+
+
+def publish(ctx: Context, spec: str) -> ReleaseInfo:
+    ref = resolve(ctx, spec)
+    current = info(ctx, ref)
+    if current.status == "published":
+        return current
+    if current.status == "withdrawn":
+        raise UsageError(f"release {ref} is withdrawn")
+    repo = ctx.repository()
+    if layout.release_path(ref.model, ref.version) in repo.role("releases").signed.targets:
+        return _mark_published(ctx, ref)  # published before a crash; finish the bookkeeping
+    if current.status != "approved":
+        raise VerificationError(
+            f"release {ref}: {len(current.signed_by)} of {current.threshold} signatures; "
+            f"missing one or more of: {', '.join(current.missing)}",
+            hint=f"a release manager runs `otactl release approve {ref}`")
+    md = _staged(ctx, ref)
+    if md.signed.version != repo.role("releases").signed.version + 1:
+        raise ConflictError(f"release {ref} was built on releases v{md.signed.version - 1}, but v"
+                            f"{repo.role('releases').signed.version} is published now; rebuild and re-approve")
+    repo.put_signed("releases", md)
+    repo.publish()
+    return _mark_published(ctx, ref)
+
+
+def _mark_published(ctx: Context, ref: ReleaseRef) -> ReleaseInfo:
+    versioned = ctx.store.get_versioned(state_key(ref.model, ref.version))
+    state = json.loads(versioned.data)
+    state["status"] = "published"
+    state["published"] = ctx.now.isoformat()
+    ctx.store.put_if(state_key(ref.model, ref.version), json.dumps(state, indent=1).encode(), versioned.etag)
+    return info(ctx, ref)
+
+
+def withdraw(ctx: Context, spec: str, reason: str) -> ReleaseInfo:
+    ref = resolve(ctx, spec)
+    versioned = ctx.store.get_versioned(state_key(ref.model, ref.version))
+    state = json.loads(versioned.data)
+    state["status"] = "withdrawn"
+    state["withdrawn"] = {"at": ctx.now.isoformat(), "reason": reason}
+    ctx.store.put_if(state_key(ref.model, ref.version), json.dumps(state, indent=1).encode(), versioned.etag)
+    return info(ctx, ref)

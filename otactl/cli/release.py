@@ -1,0 +1,144 @@
+"""`otactl release build|review|approve|publish|list|withdraw`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from otactl.cli.common import OutputOpt, WorkspaceOpt
+from otactl.cli.render import Output, emit_json, info, table
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _progress() -> Any:
+    """A rich progress bar on a TTY; quiet in CI."""
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(f"hashing {label}", total=total)
+        bar.update(tasks[label], completed=done)
+
+    return bar, update
+
+
+def _show(rel: Any, output: Output, kind: str) -> None:
+    if output is Output.json:
+        emit_json(kind, rel.__dict__)
+        return
+    print(f"{rel.model}/{rel.version}: {rel.status} (security_version {rel.security_version}); "
+          f"signed by {', '.join(rel.signed_by) or 'nobody'}"
+          + (f"; missing: {', '.join(rel.missing)} (threshold {rel.threshold})" if rel.missing else ""))
+
+
+@app.command("build")
+def build(
+    manifest: Path = typer.Argument(..., help="Release manifest (manifests/*.yaml)."),
+    ci_key: str = typer.Option(None, "--key", help="CI key name (default: the CI key available here)."),
+    workspace: Path = WorkspaceOpt,
+    output: Output = OutputOpt,
+) -> None:
+    """Validate, hash and upload a release; stage it signed by the CI key (not yet visible to devices)."""
+    from otactl.app import release
+    from otactl.app.context import Context
+    from otactl.release.manifest import load_manifest
+
+    parsed = load_manifest(manifest)
+    ctx = Context.open(workspace)
+    bar, update = _progress()
+    if bar is not None:
+        with bar:
+            rel = release.build(ctx, parsed, progress=update, ci_key=ci_key)
+    else:
+        rel = release.build(ctx, parsed, ci_key=ci_key)
+    _show(rel, output, "release")
+
+
+@app.command("review")
+def review(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"), workspace: Path = WorkspaceOpt,
+           output: Output = OutputOpt) -> None:
+    """What will ship: targets, variant parameters and their changes, who signed and who is missing."""
+    from otactl.app import release
+    from otactl.app.context import Context
+
+    rel = release.review(Context.open(workspace), release_id)
+    if output is Output.json:
+        emit_json("release-review", rel.__dict__)
+        return
+    _show(rel, output, "release")
+    table("targets", ["path", "bytes", "sha256"], [[t["path"], t["length"], t["sha256"]] for t in rel.targets])
+    rows = []
+    for variant, params in sorted(rel.variants.items()):
+        change = rel.variant_changes.get(variant, {})
+        if "added" in change:
+            what = "new"
+        elif "changed" in change:
+            what = "; ".join(f"{k}: {v['from']} -> {v['to']}" for k, v in change["changed"].items())
+        else:
+            what = "unchanged"
+        rows.append([variant, ", ".join(f"{k}={v}" for k, v in params.items()), what])
+    for variant, change in rel.variant_changes.items():
+        if change.get("removed"):
+            rows.append([variant, "", "removed"])
+    table(f"variants (compared with {rel.previous or 'nothing: first release'})",
+          ["variant", "parameters", "change"], rows)
+
+
+@app.command("approve")
+def approve(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"),
+            key: str = typer.Option(None, "--key", help="Release-manager key name."),
+            workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Add one release manager's signature to a staged release."""
+    from otactl.app import release
+    from otactl.app.context import Context
+
+    _show(release.approve(Context.open(workspace), release_id, key), output, "release")
+
+
+@app.command("publish")
+def publish(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"), workspace: Path = WorkspaceOpt,
+            output: Output = OutputOpt) -> None:
+    """Publish a release once its signatures meet the threshold (refuses, naming the missing ones)."""
+    from otactl.app import release
+    from otactl.app.context import Context
+
+    _show(release.publish(Context.open(workspace), release_id), output, "release")
+
+
+@app.command("withdraw")
+def withdraw(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"),
+             reason: str = typer.Option(..., "--reason"), workspace: Path = WorkspaceOpt,
+             output: Output = OutputOpt) -> None:
+    """Mark a release withdrawn: no rollout will target it again."""
+    from otactl.app import release
+    from otactl.app.context import Context
+
+    _show(release.withdraw(Context.open(workspace), release_id, reason), output, "release")
+
+
+@app.command("list")
+def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Staged, approved, published and withdrawn releases."""
+    from otactl.app import release
+    from otactl.app.context import Context
+
+    rows = release.list_releases(Context.open(workspace))
+    if output is Output.json:
+        emit_json("releases", {"releases": [r.__dict__ for r in rows]})
+        return
+    if not rows:
+        info("no releases yet")
+    table("releases", ["model", "version", "status", "security", "signed by", "missing", "variants"],
+          [[r.model, r.version, r.status, r.security_version, ", ".join(r.signed_by), ", ".join(r.missing),
+            ", ".join(sorted(r.variants))] for r in rows])
+

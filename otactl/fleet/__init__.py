@@ -1,0 +1,1 @@
+"""The fleet: device records (model, variant, region, tags, pin, public key)."""

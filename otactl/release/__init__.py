@@ -1,0 +1,1 @@
+"""Releases: manifests, signed bundles (firmware, variant configs, descriptor), approvals."""
