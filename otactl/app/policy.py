@@ -1,0 +1,49 @@
+"""Publish a model's rollout policy (``rollouts/<model>.json``), signed by the online rollouts key."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from otactl.app.context import Context
+from otactl.release.bundle import canonical
+from otactl.repo import layout
+from otactl.repo.repository import Repository
+
+POLICY_SCHEMA = "otactl/rollout-policy/1"
+
+
+def current_policy(ctx: Context, repo: Repository, model: str) -> dict[str, Any] | None:
+    import json
+
+    path = layout.rollout_path(model)
+    found = repo.find_target(path)
+    if found is None:
+        return None
+    _, tf = found
+    data = ctx.store.get(layout.target_key(path, tf.hashes["sha256"]))
+    tf.verify_length_and_hashes(data)
+    doc: dict[str, Any] = json.loads(data)
+    return doc
+
+
+def publish_policy(ctx: Context, policy: dict[str, Any], repo: Repository | None = None) -> int:
+    """Publish ``policy`` (docs/formats.md rollout-policy/1); returns the policy_version written.
+
+    ``policy_version`` always increases: it is set to one more than the published one.
+    """
+    repo = repo or ctx.repository()
+    model = str(policy["model"])
+    layout.check_name("model", model)
+    previous = current_policy(ctx, repo, model)
+    doc = dict(policy)
+    doc["schema"] = POLICY_SCHEMA
+    doc["policy_version"] = (previous or {}).get("policy_version", 0) + 1
+    data = canonical(doc)
+    sha = hashlib.sha256(data).hexdigest()
+    path = layout.rollout_path(model)
+    ctx.store.put(layout.target_key(path, sha), data)
+    repo.add_target("rollouts", path, len(data), sha,
+                    {"model": model, "rollout_id": str(doc.get("rollout_id", ""))})
+    repo.publish()
+    return int(doc["policy_version"])
