@@ -137,7 +137,6 @@ def init_workspace(
             release_managers=tuple(release_managers),
             bin_bit_length=bin_bit_length,
         )
-        ws = Workspace(build, store_cfg if "://" in store_cfg else store_cfg, endpoint_url)
         ws = Workspace.open(build)
         ws.write_trust(trust)
         pool = SignerPool(ws, trust, preloaded=signers)  # type: ignore[arg-type]

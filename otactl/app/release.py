@@ -212,7 +212,7 @@ def _valid_signers(ctx: Context, md: Metadata[Targets]) -> list[str]:
             continue
         try:
             keyfile.public_key(entry.public).verify_signature(sig, md.signed_bytes)
-        except Exception:  # noqa: BLE001 - any verification failure means "not signed"
+        except Exception:  # noqa: BLE001, S112 - any verification failure means "not signed"
             continue
         names.append(entry.name)
     return sorted(names)
@@ -305,7 +305,7 @@ def approve(ctx: Context, spec: str, key_name: str | None) -> ReleaseInfo:
         data = ctx.store.get(layout.target_key(path["path"], path["sha256"]))
         try:
             md.signed.targets[path["path"]].verify_length_and_hashes(data)
-        except Exception as exc:  # noqa: BLE001 - tuf raises LengthOrHashMismatchError
+        except Exception as exc:
             raise VerificationError(f"release {ref}: staged file {path['path']} changed since the CI "
                                     f"signature ({exc}); refusing to approve") from exc
     if key_name in signers:

@@ -13,7 +13,7 @@ from otactl.cli.render import Output, emit_json, info
 def register(app: typer.Typer) -> None:
     @app.command("init")
     def init(
-        directory: Path = typer.Argument(Path("."), help="Workspace directory to create."),
+        directory: Path = typer.Argument(Path(), help="Workspace directory to create."),
         store: str = typer.Option(None, "--store", help="file://PATH (default: DIR/repository) or s3://BUCKET/PREFIX."),
         s3_endpoint_url: str = typer.Option(None, "--s3-endpoint-url", envvar="OTACTL_S3_ENDPOINT_URL",
                                             help="Endpoint of an S3-compatible server."),

@@ -120,7 +120,7 @@ def read_keyfile(path: Path) -> KeyFile:
         if pub.keyid != doc["keyid"]:
             raise ValueError("keyid does not match the public key")
         for field in ("kdf", "box", "cipher"):
-            doc[field]  # noqa: B018 - presence check
+            doc[field]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise KeyAccessError(f"{path}: not an otactl key file ({exc})") from None
     return KeyFile(path, name, pub, doc)

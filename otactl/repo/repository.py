@@ -22,7 +22,6 @@ from tuf.api.metadata import (
     Delegations,
     Metadata,
     MetaFile,
-    Role,
     Root,
     Snapshot,
     SuccinctRoles,

@@ -49,7 +49,7 @@ class DirectoryStore(BlobStore):
         data = self.get(key)
         return Versioned(data, _etag(data))
 
-    def _atomic_write(self, path: Path, writer: "callable[[object], None]") -> None:  # type: ignore[valid-type]
+    def _atomic_write(self, path: Path, writer: callable[[object], None]) -> None:  # type: ignore[valid-type]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
