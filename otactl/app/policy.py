@@ -27,6 +27,14 @@ def current_policy(ctx: Context, repo: Repository, model: str) -> dict[str, Any]
     return doc
 
 
+def _ring_json(ring: dict[str, Any]) -> dict[str, Any]:
+    """Canonical JSON has no floats: a percentage is written as a decimal string ("2.5")."""
+    selector = dict(ring.get("selector", {}))
+    if isinstance(selector.get("percent"), float | int):
+        selector["percent"] = f"{float(selector['percent']):g}"
+    return {**ring, "selector": selector}
+
+
 def publish_policy(ctx: Context, policy: dict[str, Any], repo: Repository | None = None) -> int:
     """Publish ``policy`` (docs/formats.md rollout-policy/1); returns the policy_version written.
 
@@ -39,6 +47,7 @@ def publish_policy(ctx: Context, policy: dict[str, Any], repo: Repository | None
     doc = dict(policy)
     doc["schema"] = POLICY_SCHEMA
     doc["policy_version"] = (previous or {}).get("policy_version", 0) + 1
+    doc["rings"] = [_ring_json(r) for r in doc.get("rings", [])]
     data = canonical(doc)
     sha = hashlib.sha256(data).hexdigest()
     path = layout.rollout_path(model)

@@ -13,6 +13,9 @@ GROUPS: list[tuple[str, str | None, str]] = [
     ("repo", "repo", "Publish, verify, inspect and refresh the TUF repository."),
     ("release", "release", "Build, review, approve, publish and list releases."),
     ("fleet", "fleet", "Import devices and set their variant, tags and pins (signed records)."),
+    ("rollout", "rollout", "Plan, start, step and watch rollouts through canary rings."),
+    ("audit", "audit", "Verify and show the signed, hash-chained audit log."),
+    ("telemetry", "telemetry", "Run the ingest endpoint and query health telemetry."),
 ]
 
 

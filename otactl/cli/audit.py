@@ -1,0 +1,48 @@
+"""`otactl audit verify|show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from otactl.cli.common import OutputOpt, WorkspaceOpt
+from otactl.cli.render import Output, emit_json, table
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("verify")
+def verify(model: str, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Check the audit log's sequence, hash chain and every actor's signature."""
+    from otactl.app.context import Context
+    from otactl.audit import log
+    from otactl.keys.keyfile import public_key
+
+    ctx = Context.open(workspace)
+
+    def key_for(keyid: str):  # type: ignore[no-untyped-def]
+        entry = ctx.trust.key_by_id(keyid)
+        return None if entry is None else public_key(entry.public)
+
+    report = log.verify(ctx.store, model, key_for)
+    if output is Output.json:
+        emit_json("audit-verify", report.__dict__)
+        return
+    print(f"ok: audit log {model}: {report.entries} entries, chain intact, signed by {', '.join(report.actors)}")
+
+
+@app.command("show")
+def show(model: str, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """The audit log's entries."""
+    from otactl.app.context import Context
+    from otactl.audit import log
+
+    items = log.entries(Context.open(workspace).store, model)
+    if output is Output.json:
+        emit_json("audit", {"entries": [e.__dict__ for e in items]})
+        return
+    table(f"audit {model}", ["seq", "time", "actor", "action", "details"],
+          [[e.seq, e.time, e.actor, e.action, ", ".join(f"{k}={v}" for k, v in e.details.items()
+                                                       if k not in ("verdict", "signature"))[:120]]
+           for e in items])
