@@ -6,19 +6,21 @@ Pure functions: bytes in, bytes out. Signed documents are canonical JSON.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
-
-from securesystemslib.formats import encode_canonical
 
 from otactl.release.manifest import Manifest
 from otactl.repo import layout
 
 
 def canonical(doc: dict[str, Any]) -> bytes:
-    out = encode_canonical(doc)
-    assert isinstance(out, str)
-    return out.encode()
+    """Deterministic JSON for the documents otactl signs or hashes: sorted keys, no whitespace, UTF-8.
+
+    (OLPC canonical JSON, which TUF metadata uses, leaves control characters unescaped, so its output
+    is not valid JSON when a string holds a newline: release notes do.)
+    """
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 @dataclass(frozen=True)
