@@ -292,3 +292,27 @@ def exit_code_for(result: StepResult) -> int:
 
 
 __all__ = ["Phase", "StepResult", "approve", "pause", "plan", "resume", "rollback", "start", "status", "step"]
+
+
+def report(ctx: Context, model: str, fmt: str) -> str:
+    """Markdown or HTML report of the model's rollouts: archived ones and the current one."""
+    import json
+
+    from otactl.report import rollouts as rep
+
+    docs: dict[str, dict[str, Any]] = {}
+    for key in ctx.store.list(f"rollouts-state/{model}/"):
+        doc = json.loads(ctx.store.get(key))
+        docs[doc["rollout_id"]] = doc
+    current = ctx.store.get_optional(rs.state_key(model))
+    if current is not None:
+        doc = json.loads(current)
+        docs[doc["rollout_id"]] = doc
+    if not docs:
+        raise NotFoundError(f"model {model!r}: no rollouts to report")
+    entries = audit.entries(ctx.store, model)
+    summaries = []
+    for doc in sorted(docs.values(), key=lambda d: d["state"]["ring_started"][0]):
+        n = sum(1 for e in entries if e.details.get("rollout_id") == doc["rollout_id"])
+        summaries.append(rep.summarise(doc, n))
+    return rep.markdown(summaries, ctx.now) if fmt == "md" else rep.html_page(summaries, ctx.now)

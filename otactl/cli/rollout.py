@@ -157,3 +157,24 @@ def approve(model: str, key: str = typer.Option(..., "--key", help="Release-mana
     from otactl.app.context import Context
 
     _show(rollout.approve(Context.open(workspace), model, key), output)
+
+
+@app.command("report")
+def report(model: str, fmt: str = typer.Option("md", "--format", help="md or html"),
+           out: Path = typer.Option(None, "--out", help="Write here (default: stdout)."),
+           workspace: Path = WorkspaceOpt) -> None:
+    """A report of the model's rollouts: Markdown, or a self-contained HTML page with charts."""
+    from otactl.app import rollout
+    from otactl.app.context import Context
+    from otactl.errors import UsageError
+
+    if fmt not in ("md", "html"):
+        raise UsageError(f"--format {fmt!r}: use md or html")
+    text = rollout.report(Context.open(workspace), model, fmt)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        from otactl.fsutil import atomic_write
+
+        atomic_write(out, text.encode())
+        info(f"report written to {out}")

@@ -1,0 +1,1 @@
+"""Fleet and rollout reports: Markdown and a self-contained HTML page with inline SVG charts."""
