@@ -149,7 +149,7 @@ def _result(record: rs.RolloutRecord, decision: core.Decision) -> StepResult:
 def observe(record: rs.RolloutRecord, source: TelemetrySource, now: datetime) -> Observation:
     plan_ = record.plan
     i = record.state.ring_index
-    since = record.state.ring_started[0]
+    since = record.state.ring_started[i]  # a window per ring: carried e-values hold the earlier rings
     exposed = frozenset(r.name for r in plan_.rings[: i + 1])
     waiting = frozenset(r.name for r in plan_.rings[i + 1:])
     try:
@@ -195,9 +195,9 @@ def step(ctx: Context, model: str, source: TelemetrySource, *, key: str | None =
     plan_ = record.plan
     if record.terminal or record.state.status is core.Status.PAUSED:
         return _result(record, core.decide(plan_, record.state, None, ctx.now))
-    verdict = evaluate_ring(plan_, record.state.ring_index, observe(record, source, ctx.now))
+    verdict = evaluate_ring(plan_, record.state.ring_index, observe(record, source, ctx.now), record.state.carry)
     decision = core.decide(plan_, record.state, verdict, ctx.now)
-    new_state = core.apply(record.state, decision, ctx.now)
+    new_state = core.apply(record.state, decision, ctx.now, verdict)
     changed = decision.changes_policy or new_state.status is not record.state.status
     new = record.with_state(new_state, last_verdict=verdict_json(verdict),
                             policy_version=record.policy_version + (1 if decision.changes_policy else 0),

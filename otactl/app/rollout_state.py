@@ -69,6 +69,7 @@ class RolloutRecord:
                 "approvals": sorted([a.ring, a.key_id] for a in s.approvals),
                 "history": [{"time": h.time.isoformat(), "ring_index": h.ring_index, "action": h.action.value,
                              "reason": h.reason} for h in s.history],
+                "evidence": [[k, v] for k, v in s.evidence],
             },
         }
 
@@ -84,6 +85,7 @@ def from_json(doc: dict[str, Any], etag: str | None, where: str) -> RolloutRecor
             approvals=frozenset(Approval(r, KeyId(k)) for r, k in s["approvals"]),
             history=tuple(HistoryEntry(datetime.fromisoformat(h["time"]), int(h["ring_index"]),
                                        Action(h["action"]), h["reason"]) for h in s["history"]),
+            evidence=tuple((str(k), float(v)) for k, v in s.get("evidence", [])),
         )
         return RolloutRecord(
             doc["model"], doc["rollout_id"], doc["salt"], doc["plan_path"], doc["plan_text"],

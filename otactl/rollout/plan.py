@@ -1,0 +1,319 @@
+"""Canary plans (``canary/<name>.yaml``): parsed once, at the edge, into frozen dataclasses.
+
+The format is documented in ``canary/SCHEMA.md``. Every error names the file, line and field
+(``InputFileError``); unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NewType, TypeVar
+
+from otactl.yamlio import FieldPath, YamlDoc, check_keys, load_yaml, parse_yaml
+
+RingName = NewType("RingName", str)
+KeyId = NewType("KeyId", str)
+
+E = TypeVar("E", bound=StrEnum)
+
+SCHEMA = "otactl/canary-plan/1"
+STRATA_DIMENSIONS = ("model", "variant", "region")
+
+
+class Metric(StrEnum):
+    INSTALL_FAILURE_RATE = "install_failure_rate"  # failed / finished installs
+    CRASH_RATE = "crash_rate"  # crashes per device-hour
+    CRASHING_DEVICE_RATE = "crashing_device_rate"  # devices with >= 1 crash / reporting devices
+
+
+class Missing(StrEnum):
+    """What a gate concludes when it has no data to judge (never PASS)."""
+
+    WAIT = "wait"
+    FAIL = "fail"
+
+
+class OnFailure(StrEnum):
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Exactly one of: device tags (a lab ring) or a cumulative percentage of the fleet."""
+
+    tags: tuple[str, ...] = ()
+    percent: float | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.tags) == (self.percent is not None):
+            raise ValueError("a selector has either tags or a percent")
+        if self.percent is not None and not 0.0 < self.percent <= 100.0:
+            raise ValueError("percent must be in (0, 100]")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tags": list(self.tags)} if self.tags else {"percent": self.percent}
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    metric: Metric
+    missing: Missing
+    max_ratio: float | None = None  # non-inferiority margin vs the concurrent control
+    limit: float | None = None  # absolute limit on the rate
+    detect_ratio: float = 2.0  # the regression the sequential test is tuned to catch fastest
+    stratified: bool = True  # also test each stratum (with alpha split across strata)
+
+    def __post_init__(self) -> None:
+        if self.max_ratio is None and self.limit is None:
+            raise ValueError("a gate needs max_ratio, limit or both")
+        if self.max_ratio is not None and self.max_ratio < 1.0:
+            raise ValueError("max_ratio must be >= 1")
+        if self.max_ratio is not None and self.detect_ratio <= self.max_ratio:
+            raise ValueError("detect_ratio must exceed max_ratio")
+
+    def test_keys(self) -> list[str]:
+        out = []
+        if self.max_ratio is not None:
+            out.append(f"{self.metric.value}|control|{self.max_ratio:g}")
+        if self.limit is not None:
+            out.append(f"{self.metric.value}|limit|{self.limit:g}")
+        return out
+
+
+@dataclass(frozen=True)
+class Approvals:
+    required: int
+    keys: tuple[KeyId, ...]
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.required <= len(self.keys):
+            raise ValueError("required must be between 1 and the number of keys")
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError("duplicate key ids")
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    name: RingName
+    selector: Selector
+    soak_device_hours: float
+    min_reporting_devices: int
+    gates: tuple[GateSpec, ...]
+    approvals: Approvals | None = None
+    on_failure: OnFailure = OnFailure.ROLLBACK
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    rings: tuple[RingSpec, ...]
+    strata: tuple[str, ...] = STRATA_DIMENSIONS
+    salt: str | None = None
+    false_rollback_budget: float = 0.01
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        if not self.rings:
+            raise ValueError("a plan needs at least one ring")
+        if not 0.0 < self.false_rollback_budget < 1.0:
+            raise ValueError("false_rollback_budget must be in (0, 1)")
+
+    def test_keys(self) -> list[str]:
+        """The distinct tests of the plan: (metric, kind, margin). A test that recurs in several
+        rings is one e-process whose evidence carries from ring to ring."""
+        keys: list[str] = []
+        for ring in self.rings:
+            for g in ring.gates:
+                for k in g.test_keys():
+                    if k not in keys:
+                        keys.append(k)
+        return keys
+
+    @property
+    def test_alpha(self) -> float:
+        """Alpha spending: the false-rollback budget split evenly over the plan's tests."""
+        return self.false_rollback_budget / max(len(self.test_keys()), 1)
+
+    def ring_index(self, name: str) -> int:
+        for i, ring in enumerate(self.rings):
+            if ring.name == name:
+                return i
+        raise KeyError(name)
+
+
+_TOP = {"schema", "name", "strata", "salt", "false_rollback_budget", "rings"}
+_RING = {"name", "selector", "soak_device_hours", "min_reporting_devices", "gates", "approvals",
+         "on_failure"}
+_GATE = {"metric", "max_ratio", "limit", "detect_ratio", "missing", "stratified"}
+
+
+def load_plan(path: str | Path) -> Plan:
+    return _plan(load_yaml(path))
+
+
+def parse_plan(text: str, path: str = "<string>") -> Plan:
+    return _plan(parse_yaml(text, path))
+
+
+def _plan(doc: YamlDoc) -> Plan:
+    top = check_keys(doc, (), doc.data, _TOP, {"schema", "name", "rings"})
+    if top["schema"] != SCHEMA:
+        raise doc.error(("schema",), f"unsupported schema {top['schema']!r} (expected {SCHEMA!r})")
+    name = _string(doc, ("name",), top["name"])
+    strata = _strata(doc, top.get("strata", list(STRATA_DIMENSIONS)))
+    salt = None if top.get("salt") is None else _string(doc, ("salt",), top["salt"])
+    budget = _number(doc, ("false_rollback_budget",), top.get("false_rollback_budget", 0.01))
+    if not 0.0 < budget < 1.0:
+        raise doc.error(("false_rollback_budget",), "must be between 0 and 1 (exclusive)")
+    raw_rings = top["rings"]
+    if not isinstance(raw_rings, list) or not raw_rings:
+        raise doc.error(("rings",), "must be a non-empty list of rings")
+    rings = tuple(_ring(doc, ("rings", i), r) for i, r in enumerate(raw_rings))
+    _check_order(doc, rings)
+    return Plan(name=name, rings=rings, strata=strata, salt=salt, false_rollback_budget=budget,
+                source=doc.path)
+
+
+def _check_order(doc: YamlDoc, rings: tuple[RingSpec, ...]) -> None:
+    seen: set[str] = set()
+    last_percent: float | None = None
+    for i, ring in enumerate(rings):
+        if ring.name in seen:
+            raise doc.error(("rings", i, "name"), f"duplicate ring name {ring.name!r}")
+        seen.add(ring.name)
+        pct = ring.selector.percent
+        if pct is None:
+            if last_percent is not None:
+                raise doc.error(("rings", i, "selector"),
+                                "a tag ring must come before the percentage rings")
+            continue
+        if last_percent is not None and pct <= last_percent:
+            raise doc.error(("rings", i, "selector", "percent"),
+                            f"percentages are cumulative and must increase: {pct:g} after "
+                            f"{last_percent:g}")
+        last_percent = pct
+    if last_percent != 100.0:
+        raise doc.error(("rings", len(rings) - 1),
+                        "the last ring must select 100 percent of the fleet")
+
+
+def _ring(doc: YamlDoc, where: FieldPath, raw: Any) -> RingSpec:
+    r = check_keys(doc, where, raw, _RING, {"name", "selector", "soak_device_hours",
+                                            "min_reporting_devices", "gates"})
+    name = RingName(_string(doc, (*where, "name"), r["name"]))
+    soak = _number(doc, (*where, "soak_device_hours"), r["soak_device_hours"])
+    if soak < 0:
+        raise doc.error((*where, "soak_device_hours"), "must not be negative")
+    min_dev = r["min_reporting_devices"]
+    if isinstance(min_dev, bool) or not isinstance(min_dev, int) or min_dev < 1:
+        raise doc.error((*where, "min_reporting_devices"), "must be a positive integer")
+    raw_gates = r["gates"]
+    if not isinstance(raw_gates, list):
+        raise doc.error((*where, "gates"), "must be a list of gates")
+    gates = tuple(_gate(doc, (*where, "gates", i), g) for i, g in enumerate(raw_gates))
+    metrics = [g.metric for g in gates]
+    for i, m in enumerate(metrics):
+        if m in metrics[:i]:
+            raise doc.error((*where, "gates", i, "metric"), f"metric {m.value!r} gated twice")
+    approvals = None
+    if r.get("approvals") is not None:
+        approvals = _approvals(doc, (*where, "approvals"), r["approvals"])
+    on_failure = _enum(doc, (*where, "on_failure"), r.get("on_failure", "rollback"), OnFailure)
+    return RingSpec(name, _selector(doc, (*where, "selector"), r["selector"]), soak, min_dev,
+                    gates, approvals, on_failure)
+
+
+def _selector(doc: YamlDoc, where: FieldPath, raw: Any) -> Selector:
+    s = check_keys(doc, where, raw, {"tags", "percent"})
+    if len(s) != 1:
+        raise doc.error(where, "needs exactly one of 'tags' or 'percent'")
+    if "tags" in s:
+        tags = s["tags"]
+        if not isinstance(tags, list) or not tags:
+            raise doc.error((*where, "tags"), "must be a non-empty list of tags")
+        return Selector(tags=tuple(_string(doc, (*where, "tags", i), t)
+                                   for i, t in enumerate(tags)))
+    pct = _number(doc, (*where, "percent"), s["percent"])
+    if not 0.0 < pct <= 100.0:
+        raise doc.error((*where, "percent"), "must be greater than 0 and at most 100")
+    return Selector(percent=pct)
+
+
+def _gate(doc: YamlDoc, where: FieldPath, raw: Any) -> GateSpec:
+    g = check_keys(doc, where, raw, _GATE, {"metric", "missing"})
+    metric = _enum(doc, (*where, "metric"), g["metric"], Metric)
+    missing = _enum(doc, (*where, "missing"), g["missing"], Missing)
+    if "max_ratio" not in g and "limit" not in g:
+        raise doc.error(where, "needs max_ratio (vs control), limit (absolute) or both")
+    max_ratio = None
+    if "max_ratio" in g:
+        max_ratio = _number(doc, (*where, "max_ratio"), g["max_ratio"])
+        if max_ratio < 1.0:
+            raise doc.error((*where, "max_ratio"), "must be at least 1 (a ratio to control)")
+    limit = None
+    if "limit" in g:
+        limit = _number(doc, (*where, "limit"), g["limit"])
+        top = None if metric is Metric.CRASH_RATE else 1.0
+        if limit <= 0 or (top is not None and limit >= top):
+            raise doc.error((*where, "limit"), "must be a rate above 0" +
+                            ("" if top is None else " and below 1"))
+    detect = _number(doc, (*where, "detect_ratio"), g.get("detect_ratio", 2.0))
+    if detect <= (max_ratio or 1.0):
+        raise doc.error((*where, "detect_ratio"), "must be greater than max_ratio")
+    stratified = g.get("stratified", True)
+    if not isinstance(stratified, bool):
+        raise doc.error((*where, "stratified"), "must be true or false")
+    return GateSpec(metric, missing, max_ratio, limit, detect, stratified)
+
+
+def _approvals(doc: YamlDoc, where: FieldPath, raw: Any) -> Approvals:
+    a = check_keys(doc, where, raw, {"required", "keys"}, {"required", "keys"})
+    keys = a["keys"]
+    if not isinstance(keys, list) or not keys:
+        raise doc.error((*where, "keys"), "must be a non-empty list of key ids")
+    ids = tuple(KeyId(_string(doc, (*where, "keys", i), k)) for i, k in enumerate(keys))
+    for i, k in enumerate(ids):
+        if k in ids[:i]:
+            raise doc.error((*where, "keys", i), f"duplicate key id {k!r}")
+    req = a["required"]
+    if isinstance(req, bool) or not isinstance(req, int) or not 1 <= req <= len(ids):
+        raise doc.error((*where, "required"), f"must be an integer from 1 to {len(ids)}")
+    return Approvals(req, ids)
+
+
+def _strata(doc: YamlDoc, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise doc.error(("strata",), "must be a non-empty list of dimensions")
+    out: list[str] = []
+    for i, dim in enumerate(raw):
+        if dim not in STRATA_DIMENSIONS:
+            raise doc.error(("strata", i), f"unknown dimension {dim!r} "
+                            f"(allowed: {', '.join(STRATA_DIMENSIONS)})")
+        if dim in out:
+            raise doc.error(("strata", i), f"duplicate dimension {dim!r}")
+        out.append(dim)
+    return tuple(out)
+
+
+def _string(doc: YamlDoc, where: FieldPath, raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise doc.error(where, "must be a non-empty string")
+    return raw
+
+
+def _number(doc: YamlDoc, where: FieldPath, raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise doc.error(where, f"must be a number, got {raw!r}")
+    return float(raw)
+
+
+def _enum(doc: YamlDoc, where: FieldPath, raw: Any, kind: type[E]) -> E:
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise doc.error(where, f"must be one of: {allowed} (got {raw!r})") from None
+
