@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import otactl.keys.keyfile as keyfile
-from otactl.errors import StoreError, UsageError
+from otactl.errors import KeyAccessError, StoreError, UsageError
 from otactl.repo import layout
 from otactl.repo.repository import JOURNAL_KEY, Repository
 from otactl.repo.signers import SignerPool
@@ -51,6 +52,9 @@ class PassphraseSource:
             if os.environ.get(var):
                 return os.environ[var]
         if self._prompted is None:
+            if not sys.stdin.isatty():  # name variables that exist, not ones derived from "new keys"
+                raise KeyAccessError(f"key {name!r}: no passphrase (set OTACTL_KEY_PASSPHRASE or "
+                                     f"{keyfile.passphrase_env_names(name)[0]}; no TTY to prompt on)")
             self._prompted = keyfile.get_passphrase("new keys", confirm=True)
         return self._prompted
 
@@ -102,6 +106,8 @@ def init_workspace(
         raise UsageError("--bin-bits must be from 0 to 16")
     roles = default_trust_layout(release_managers, approvals)
     store_cfg = store_url or "file://repository"
+    if "://" not in store_cfg:  # a plain path means where init runs: record it absolute
+        store_cfg = f"file://{Path(store_cfg).resolve()}"
     if store_cfg.startswith("s3://"):
         _store_holds_repository(store_cfg, endpoint_url)
     elif store_url and store_cfg.startswith("file:///"):

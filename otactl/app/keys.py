@@ -9,8 +9,9 @@ from pathlib import Path
 
 import otactl.keys.keyfile as keyfile
 from otactl.app.context import Context
-from otactl.errors import UsageError
+from otactl.errors import StoreError, UsageError
 from otactl.repo import layout
+from otactl.repo.repository import JOURNAL_KEY
 from otactl.workspace import KEY_DIR, KeyEntry, RoleEntry, TrustConfig
 
 
@@ -41,6 +42,16 @@ def _new_key(ctx: Context, name: str) -> tuple[KeyEntry, Path]:
     return KeyEntry(name, pub.keyid, pub.keyval["public"], f"otactl-file:{rel}"), path
 
 
+def _journaled(ctx: Context, public_hex: str) -> bool:
+    """Whether a pending publication journal carries this new key: it will be completed, and then
+    the repository trusts the key, so deleting its file would lose a role's only key."""
+    try:
+        journal = ctx.store.get_optional(JOURNAL_KEY)
+    except StoreError:
+        return True  # cannot tell: keeping an unused key file is harmless, deleting a trusted one is not
+    return journal is not None and public_hex.encode() in journal
+
+
 def generate_key(ctx: Context, name: str, *, release_manager: bool) -> KeyEntry:
     entry, path = _new_key(ctx, name)
     keys = {**ctx.trust.keys, name: entry}
@@ -59,7 +70,10 @@ def generate_key(ctx: Context, name: str, *, release_manager: bool) -> KeyEntry:
             repo.edit("targets").add_key(keyfile.public_key(entry.public), "releases")
             repo.publish()
         except BaseException:
-            path.unlink(missing_ok=True)
+            if _journaled(ctx, entry.public):  # `otactl repo publish` will complete it: keep the key
+                ctx.workspace.write_trust(trust)
+            else:
+                path.unlink(missing_ok=True)
             raise
     ctx.workspace.write_trust(trust)
     return entry
@@ -121,7 +135,10 @@ def rotate_key(ctx: Context, role: str, old: str | None) -> RotateResult:
                         repo.edit(name)
         repo.publish()
     except BaseException:
-        new_path.unlink(missing_ok=True)
+        if _journaled(ctx, new_entry.public):  # `otactl repo publish` will complete it: keep the key
+            ctx.workspace.write_trust(trust)
+        else:
+            new_path.unlink(missing_ok=True)
         raise
     still_used = any(old in r.keys for r in trust.roles.values())
     if not still_used:

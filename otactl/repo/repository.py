@@ -2,10 +2,10 @@
 
 Publication is journaled: every new metadata file is first written, as one object, to
 ``staging/publish-journal.json`` (created only if absent: it is also the writers' lock), then copied
-into place in the safe order — new root, targets roles, snapshot, timestamp last — and the journal
-is removed. New metadata files have new versioned names, so until ``timestamp.json`` is replaced
-clients see the old repository; after, the new one. A crash leaves the journal behind and
-``otactl repo publish`` replays it (the same bytes: idempotent).
+into place in the safe order — targets roles, snapshot, timestamp, then a new root (see
+``sign_all``) — and the journal is removed. New metadata files have new versioned names, so until
+``timestamp.json`` is replaced clients see the old repository; after, the new one. A crash leaves
+the journal behind and ``otactl repo publish`` replays it (the same bytes: idempotent).
 """
 
 from __future__ import annotations
@@ -236,6 +236,7 @@ class Repository:
     def sign_all(self) -> list[tuple[str, bytes]]:
         """Sign every changed role, snapshot and timestamp; return files in publication order."""
         files: list[tuple[str, bytes]] = []
+        root_files: list[tuple[str, bytes]] = []
         if self._root_changed:
             root = self.root.signed
             if self._old_root is not None:
@@ -254,7 +255,7 @@ class Repository:
             if self._old_root is not None:
                 self._old_root.verify_delegate("root", self.root)  # old keys vouch for the new root
             data = to_bytes(self.root)
-            files += [(layout.metadata_key("root", root.version), data), (layout.metadata_key("root", None), data)]
+            root_files = [(layout.metadata_key("root", root.version), data), (layout.metadata_key("root", None), data)]
         if self._force_online:
             for name in self.role_names():
                 if name != "targets" and (name in ("rollouts", "devices") or name.startswith("devices-")):
@@ -267,23 +268,34 @@ class Repository:
             if name not in self._presigned:
                 md.signed.version += 1
                 md.signed.expires = self._expiry(name)
-                self._sign(name, md, self.trust.role(name).keys)
+                self._sign(name, md, self._keys_for(name))
             self._check_threshold(name, md, self.delegator(name))
             files.append((layout.metadata_key(name, md.signed.version), to_bytes(md)))
             snapshot.meta[f"{name}.json"] = MetaFile(md.signed.version)
         snapshot.version += 1
         snapshot.expires = self._expiry("snapshot")
-        self._sign("snapshot", self.snapshot, self.trust.role("snapshot").keys)
+        self._sign("snapshot", self.snapshot, self._keys_for("snapshot"))
         self._check_threshold("snapshot", self.snapshot, self.root)
         files.append((layout.metadata_key("snapshot", snapshot.version), to_bytes(self.snapshot)))
         ts = self.timestamp.signed
         ts.snapshot_meta = MetaFile(snapshot.version)
         ts.version += 1
         ts.expires = self._expiry("timestamp")
-        self._sign("timestamp", self.timestamp, self.trust.role("timestamp").keys)
+        self._sign("timestamp", self.timestamp, self._keys_for("timestamp"))
         self._check_threshold("timestamp", self.timestamp, self.root)
         files.append((layout.metadata_key("timestamp", None), to_bytes(self.timestamp)))
-        return files
+        # A new root goes last: a device fetches N+1.root.json before timestamp.json, so a root that
+        # appeared first would make it distrust the old timestamp (crash or not) when a top-level
+        # key rotates. Until the root appears, the old root's keys also signed the roles above.
+        return files + root_files
+
+    def _keys_for(self, name: str) -> list[str]:
+        """The role's keys, plus while root changes the keys the old root trusted for it."""
+        names = list(self.trust.role(name).keys)
+        if self._old_root is not None and name in self._old_root.signed.roles:
+            old = set(self._old_root.signed.roles[name].keyids)
+            names += [e.name for e in self.trust.keys.values() if e.keyid in old and e.name not in names]
+        return names
 
     # ------------------------------------------------------------------ publishing
     def publish(self) -> list[str]:
@@ -313,7 +325,7 @@ class Repository:
 
 
 def replay_journal(store: BlobStore) -> list[str]:
-    """Copy a journal's files into place in order, timestamp last; then drop the journal."""
+    """Copy a journal's files into place in their order (see ``sign_all``); then drop the journal."""
     try:
         journal = json.loads(store.get(JOURNAL_KEY))
         files = [(f["key"], f["data"].encode()) for f in journal["files"]]
