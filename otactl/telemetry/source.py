@@ -23,8 +23,7 @@ class StratumKey:
 
 @dataclass(frozen=True)
 class CohortCounts:
-    """What one cohort (devices of one stratum on one release, in some rings) reported in a
-    window."""
+    """What one cohort (devices of one stratum on one release, in some rings) reported in a window."""
 
     devices: int = 0  # distinct devices that reported anything in the window
     installs: int = 0  # finished install attempts: committed + reverted + failed
@@ -78,9 +77,7 @@ class MemorySource(TelemetrySource):
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str, str], dict[StratumKey, CohortCounts]] = {}
 
-    def set(
-        self, model: str, release: str, ring: str, stratum: StratumKey, counts: CohortCounts
-    ) -> None:
+    def set(self, model: str, release: str, ring: str, stratum: StratumKey, counts: CohortCounts) -> None:
         self.rows.setdefault((model, release, ring), {})[stratum] = counts
 
     def cohort_counts(self, query: CohortQuery) -> dict[StratumKey, CohortCounts]:

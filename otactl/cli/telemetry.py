@@ -1,0 +1,86 @@
+"""`otactl telemetry serve|query`: run the embedded ingest, read cohort health counts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from otactl.cli.common import OutputOpt
+from otactl.cli.render import Output, emit_json, info, table
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("serve")
+def serve(
+    devices: Annotated[Path, typer.Option("--devices", help="JSON or YAML list of device records (enrolment).")],
+    db: Annotated[Path, typer.Option("--db", help="SQLite database, created if absent.")] = Path("telemetry.db"),
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port to listen on.")] = 8787,
+    clock_skew: Annotated[
+        int, typer.Option("--clock-skew", min=0, help="Seconds a report's time may run ahead.")
+    ] = 300,
+    max_body: Annotated[int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")] = 1 << 20,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes sharing the socket and the database.")
+    ] = 1,
+) -> None:
+    """Run the ingest: POST /v1/reports, GET /metrics (for Prometheus), GET /healthz."""
+    from datetime import timedelta
+
+    from otactl.telemetry.ingest import IngestLimits
+    from otactl.telemetry.server import serve as run
+
+    limits = IngestLimits(max_body_bytes=max_body, clock_skew=timedelta(seconds=clock_skew))
+    run(db, devices, host, port, workers=workers, limits=limits,
+        ready=lambda url: info(f"otactl telemetry ingest on {url} (database {db})"))  # fmt: skip
+
+
+@app.command("query")
+def query(
+    model: Annotated[str, typer.Argument(help="Product model, e.g. t9-engine.")],
+    release: Annotated[str, typer.Argument(help="Release version, e.g. 2.1.0.")],
+    ring: Annotated[list[str] | None, typer.Option("--ring", help="Only these rings (repeatable).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Window start, RFC 3339 (exclusive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Window end, RFC 3339 (inclusive); default now.")] = None,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            envvar="OTACTL_TELEMETRY_SOURCE",
+            help="sqlite:PATH (the ingest's database) or prometheus:URL (Prometheus HTTP API).",
+        ),
+    ] = "sqlite:telemetry.db",
+    output: Output = OutputOpt,
+) -> None:
+    """Health counts per stratum (model/variant/region) of the devices on a release."""
+    from otactl.telemetry.query import parse_instant, query_cohort
+    from otactl.telemetry.source import CohortQuery
+
+    q = CohortQuery(model, release, rings=frozenset(ring) if ring else None,
+                    since=parse_instant("--since", since), until=parse_instant("--until", until))  # fmt: skip
+    result = query_cohort(source, q)
+    if output is Output.json:
+        emit_json("telemetry-counts", {
+            "model": model, "release": release, "rings": sorted(q.rings) if q.rings else None,
+            "since": q.since.isoformat() if q.since else None,
+            "until": q.until.isoformat() if q.until else None,
+            "source": result.source,
+            "strata": [{"model": k.model, "variant": k.variant, "region": k.region, **asdict(c)}
+                       for k, c in result.strata.items()],
+            "total": asdict(result.total),
+        })  # fmt: skip
+        return
+    columns = ["stratum", "devices", "installs", "install failures", "crashes",
+               "crashing devices", "device-hours"]  # fmt: skip
+    totals = ("total", result.total)
+    rows = [
+        [str(k), c.devices, c.installs, c.install_failures, c.crashes, c.crashing_devices,
+         f"{c.device_hours:.1f}"]
+        for k, c in [*result.strata.items(), totals]
+    ]  # fmt: skip
+    rings = ", ".join(sorted(q.rings)) if q.rings else "all rings"
+    table(f"{model} {release} ({rings}) from {result.source}", columns, rows)

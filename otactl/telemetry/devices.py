@@ -1,0 +1,168 @@
+"""Device enrolment: each device id's public key and stratum (model, variant, region).
+
+The ingest accepts a report only from an enrolled device, signed with that device's key. The
+registry is built from device records (``otactl/device/1``, docs/formats.md): a JSON or YAML
+list file for ``otactl telemetry serve --devices``, or any iterable of records with the same
+attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import nacl.signing
+
+from otactl.errors import InputFileError
+from otactl.telemetry.report import DeviceId, check_identifier
+from otactl.telemetry.source import StratumKey
+from otactl.yamlio import load_yaml
+
+DEVICE_SCHEMA = "otactl/device/1"
+_RECORD_FIELDS = frozenset(
+    {"schema", "device_id", "model", "hardware_revision", "variant", "region", "tags", "pin",
+     "public_key"}
+)  # fmt: skip
+_REQUIRED = ("device_id", "model", "variant", "region", "public_key")
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+class RecordError(ValueError):
+    def __init__(self, field: str | None, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+class DeviceRecordLike(Protocol):
+    """What the registry needs from a device record (the repository's records qualify)."""
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def public_key(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class EnrolledDevice:
+    device_id: DeviceId
+    model: str
+    variant: str
+    region: str
+    public_key: str  # ed25519, 64 lowercase hex digits
+
+    def __post_init__(self) -> None:
+        for name in ("device_id", "model", "variant", "region"):
+            check_identifier(name, getattr(self, name))
+        if not isinstance(self.public_key, str) or not _HEX_KEY.fullmatch(self.public_key):
+            raise ValueError("public_key must be an ed25519 public key, 64 lowercase hex digits")
+
+    @property
+    def stratum(self) -> StratumKey:
+        return StratumKey(self.model, self.variant, self.region)
+
+    @classmethod
+    def from_record(cls, record: DeviceRecordLike) -> EnrolledDevice:
+        return cls(
+            DeviceId(record.device_id), record.model, record.variant, record.region,
+            record.public_key,
+        )  # fmt: skip
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> EnrolledDevice:
+        """A device record as in docs/formats.md; raises RecordError naming the field at fault."""
+        unknown = sorted(set(data) - _RECORD_FIELDS)
+        if unknown:
+            raise RecordError(unknown[0], "unknown field")
+        if data.get("schema", DEVICE_SCHEMA) != DEVICE_SCHEMA:
+            raise RecordError("schema", f"unsupported schema {data.get('schema')!r}")
+        for name in _REQUIRED:
+            if name not in data:
+                raise RecordError(name, "missing field")
+        return cls(
+            DeviceId(data["device_id"]), data["model"], data["variant"], data["region"],
+            data["public_key"],
+        )  # fmt: skip
+
+
+class DeviceRegistry:
+    """Enrolled devices by id, with their verify keys prepared once."""
+
+    def __init__(self, devices: Iterable[EnrolledDevice | DeviceRecordLike] = ()) -> None:
+        self._devices: dict[str, EnrolledDevice] = {}
+        self._keys: dict[str, nacl.signing.VerifyKey] = {}
+        for item in devices:
+            device = item if isinstance(item, EnrolledDevice) else EnrolledDevice.from_record(item)
+            self.add(device)
+
+    def add(self, device: EnrolledDevice) -> None:
+        if device.device_id in self._devices:
+            raise RecordError("device_id", f"device {device.device_id!r} is enrolled twice")
+        self._devices[device.device_id] = device
+        self._keys[device.device_id] = nacl.signing.VerifyKey(bytes.fromhex(device.public_key))
+
+    def get(self, device_id: str) -> EnrolledDevice | None:
+        return self._devices.get(device_id)
+
+    def verify_key(self, device_id: str) -> nacl.signing.VerifyKey | None:
+        return self._keys.get(device_id)
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Iterator[EnrolledDevice]:
+        return iter(self._devices.values())
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def enrolled_by_stratum(self) -> dict[StratumKey, int]:
+        return dict(Counter(d.stratum for d in self._devices.values()))
+
+
+def load_registry(path: Path) -> DeviceRegistry:
+    """Read a JSON or YAML list of device records; errors name the file, line and field."""
+    where = str(path)
+    if path.suffix.lower() == ".json":
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputFileError(where, f"cannot read devices file: {exc}") from None
+        except ValueError as exc:
+            line = getattr(exc, "lineno", None)
+            raise InputFileError(where, f"not valid JSON: {exc}", line=line) from None
+        if not isinstance(items, list):
+            raise InputFileError(where, "must be a list of device records")
+        line_of: dict[int, int | None] = {}
+    else:
+        doc = load_yaml(path)
+        items = doc.data
+        if not isinstance(items, list):
+            raise InputFileError(where, "must be a list of device records", line=doc.line(()))
+        line_of = {index: doc.line((index,)) for index in range(len(items))}
+    registry = DeviceRegistry()
+    for index, item in enumerate(items):
+        prefix = f"[{index}]"
+        if not isinstance(item, dict):
+            problem = "a device record must be a mapping"
+            raise InputFileError(where, problem, line=line_of.get(index), field=prefix)
+        try:
+            device = EnrolledDevice.from_mapping(item)
+            registry.add(device)
+        except RecordError as exc:
+            field = prefix if exc.field is None else f"{prefix}.{exc.field}"
+            raise InputFileError(where, exc.problem, line=line_of.get(index), field=field) from None
+        except ValueError as exc:
+            raise InputFileError(where, str(exc), line=line_of.get(index), field=prefix) from None
+    return registry

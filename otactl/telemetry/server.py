@@ -1,0 +1,121 @@
+"""Serve the ingest app with uvicorn: one process, or several worker processes on one socket.
+
+Every worker opens the same SQLite database; all ingest state (last seqs, aggregates, refusal
+counts) lives there and the replay check runs inside a ``BEGIN IMMEDIATE`` transaction, so workers
+never disagree. The parent binds the socket (a busy port is one clear error), creates the schema,
+then supervises: SIGTERM/SIGINT stop every worker gracefully; a worker that dies stops them all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from otactl.errors import OtactlError
+from otactl.telemetry.devices import load_registry
+from otactl.telemetry.ingest import IngestLimits, create_app
+from otactl.telemetry.store import ReportStore
+
+STOP_TIMEOUT_S = 30
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Listen before uvicorn starts, so a busy port is one clear error, not a log line and exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise OtactlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _run_one(
+    sock: socket.socket, db: Path, devices: Path, limits: IngestLimits, log_level: str, supervised: bool = False
+) -> None:
+    """One uvicorn server on ``sock`` until SIGINT/SIGTERM (uvicorn re-raises it after shutting down)."""
+    import uvicorn
+
+    if supervised:
+        os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which stops workers once
+
+    registry = load_registry(devices)
+    store = ReportStore(db)
+    try:
+        app = create_app(store, registry, limits=limits, close_store_on_shutdown=True)
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False, lifespan="on")
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        store.close()
+
+
+def serve(
+    db: Path,
+    devices: Path,
+    host: str,
+    port: int,
+    *,
+    workers: int = 1,
+    limits: IngestLimits = IngestLimits(),
+    log_level: str = "info",
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run the ingest until SIGINT/SIGTERM."""
+    if workers < 1:
+        raise OtactlError(f"--workers must be at least 1, not {workers}")
+    load_registry(devices)  # a bad devices file is one clear error before anything listens
+    ReportStore(db).close()  # the schema exists before any worker opens the database
+    sock = bind(host, port)
+    if ready is not None:
+        ready(_url(sock))
+    if workers == 1:
+        _run_one(sock, db, devices, limits, log_level)
+        return
+    _supervise(workers, sock, db, devices, limits, log_level)
+
+
+def _supervise(
+    workers: int, sock: socket.socket, db: Path, devices: Path, limits: IngestLimits, log_level: str
+) -> None:
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    procs = [
+        spawn.Process(target=_run_one, args=(sock, db, devices, limits, log_level, True), name=f"ingest-{i}")
+        for i in range(workers)
+    ]
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: the worker's uvicorn shuts down gracefully
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for p in procs:
+            p.start()
+        sock.close()  # the workers hold it now
+        while not stopping and all(p.is_alive() for p in procs):
+            multiprocessing.connection.wait([p.sentinel for p in procs])
+        stop(signal.SIGTERM, None)
+        for p in procs:
+            p.join(STOP_TIMEOUT_S)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    failed = [p for p in procs if p.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    if failed and not stopping:
+        raise OtactlError(f"ingest worker {failed[0].name} exited with code {failed[0].exitcode}")
