@@ -16,6 +16,8 @@ GROUPS: list[tuple[str, str | None, str]] = [
     ("rollout", "rollout", "Plan, start, step and watch rollouts through canary rings."),
     ("audit", "audit", "Verify and show the signed, hash-chained audit log."),
     ("telemetry", "telemetry", "Run the ingest endpoint and query health telemetry."),
+    ("agent", "agent", "Run the device agent."),
+    ("sim", "sim", "Simulate a fleet from a scenario file."),
 ]
 
 

@@ -49,12 +49,13 @@ class Hooks:
 
 class ControlledSimulation(FullSimulation):
     def __init__(self, scenario: Scenario, work_dir: Path, *, plan: Path, releases: list[str], baseline: str,
-                 max_rounds: int = 40, hooks: Hooks = Hooks(), **options: Any) -> None:
+                 max_rounds: int = 40, hooks: Hooks = Hooks(), settle_rounds: int = 3, **options: Any) -> None:
         super().__init__(scenario, work_dir, **options)
         self.plan = plan.resolve()
         self.releases = releases
         self.baseline = baseline
         self.max_rounds = max_rounds
+        self.settle_rounds = settle_rounds
         self.hooks = hooks
         self.rollouts: list[RolloutRun] = []
         self.workspace_path: Path | None = None
@@ -125,10 +126,13 @@ class ControlledSimulation(FullSimulation):
                             result.status == "paused" and paused_at is None):
                         break
                 run.status, run.final_ring = result.status, result.ring
-                # let devices act on the final policy (roll back, or the last ring install)
-                rnd += 1
-                out = self._poll(pool, online)
-                stats.append(RoundStats(rnd, f"after {release} {run.status}", sum(out.values()), dict(out), 0.0, 0.0))
+                # let devices act on the final policy (roll back, or the last ring install); a few rounds,
+                # so that devices offline in one round catch up
+                for _ in range(self.settle_rounds):
+                    rnd += 1
+                    out = self._poll(pool, online)
+                    stats.append(RoundStats(rnd, f"after {release} {run.status}", sum(out.values()), dict(out),
+                                            0.0, 0.0))
                 run.exposed = self._exposed(release)
                 self.progress(f"rollout {run.rollout_id}: {run.status} at ring {run.final_ring!r}; "
                               f"{run.exposed} devices ever ran {release}")

@@ -1,0 +1,66 @@
+"""`otactl sim run`: simulate a fleet from a scenario file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from otactl.cli.common import OutputOpt
+from otactl.cli.render import Output, emit_json, info, table
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file (examples/scenarios/README.md).")],
+    mode: Annotated[str | None, typer.Option("--mode", help="full or model (default: the scenario's).")] = None,
+    devices: Annotated[int | None, typer.Option("--devices", help="Override the fleet size.")] = None,
+    work_dir: Annotated[Path | None, typer.Option(
+        "--work-dir", help="Empty directory for the workspace, device states and telemetry (default: a temp dir).")
+    ] = None,
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", help="Publish through this existing workspace instead of a new one.")] = None,
+    repo_url: Annotated[str | None, typer.Option(
+        "--repo-url", help="Where devices fetch the workspace's repository (default: served on 127.0.0.1).")] = None,
+    ingest_url: Annotated[str | None, typer.Option(
+        "--ingest-url", help="Ingest the devices report to (default: one in-process on 127.0.0.1).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256,
+                                                help="Agents run at once (default: the scenario's).")] = None,
+    output: Output = OutputOpt,
+) -> None:
+    """Run a scenario: full fidelity (real agents over HTTP) or the statistical fleet model."""
+    from otactl.sim.run import run_scenario
+
+    result = run_scenario(scenario, mode=mode, devices=devices, work_dir=work_dir, workspace=workspace,
+                          repo_url=repo_url, ingest_url=ingest_url, workers=workers, progress=info)
+    doc = result.to_json()
+    if output is Output.json:
+        emit_json("sim-result", doc)
+        return
+    _render(doc)
+
+
+def _render(doc: dict[str, Any]) -> None:
+    if doc["mode"] == "model":
+        columns = ["round", "offered", "ring devices", "installs", "failures", "crashes", "control devices",
+                   "control crashes"]
+        rows = [[r["round"], r["offered"], r["ring"]["devices"], r["ring"]["installs"], r["ring"]["install_failures"],
+                 r["ring"]["crashes"], r["control"]["devices"], r["control"]["crashes"]] for r in doc["rounds"]]
+        table(f"{doc['scenario']}: {doc['new_release']} over {doc['old_release']}, {doc['devices']} devices (model)",
+              columns, rows)
+        return
+    rows = [[r["round"], r["policy"] or "", r["polled"], ", ".join(f"{k} {v}" for k, v in r["outcomes"].items()),
+             f"{r['seconds']:.1f}"] for r in doc["rounds"]]
+    table(f"{doc['scenario']}: {doc['devices']} devices (full fidelity)",
+          ["round", "policy published", "polled", "outcomes", "seconds"], rows)
+    running = [[release, variant, n] for release, by in doc["running"].items() for variant, n in by.items()]
+    table("running at the end", ["release", "variant", "devices"], running)
+    reports = doc["reports"]
+    stored = "" if doc["ingest"] is None else f"; the ingest stored {doc['ingest']['reports']}"
+    print(f"reports: {reports.get('signed', 0)} signed, {reports.get('accepted', 0)} accepted, "
+          f"{reports.get('refused', 0)} refused, {reports.get('pending', 0)} pending{stored}")
+    print(f"{doc['outcomes'].get('committed', 0)} updates in {doc['seconds']:.1f}s "
+          f"({doc['updates_per_minute']:.0f} per minute); work dir {doc['work_dir']}")
