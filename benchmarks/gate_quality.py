@@ -291,8 +291,19 @@ def goals(ours: dict, base: dict) -> list[tuple[str, bool, str]]:
                   f"{base['stratum-crash-2x']['rate']:.1%}"))
     o, b = good["hours_to_full_mean"], base["good"]["hours_to_full_mean"]
     g.append(("good release at 100% in <= 3/4 of the baseline's time",
-              o is not None and b is not None and o <= 0.75 * b, f"{o:.0f} h vs {b:.0f} h"))
+              o is not None and b is not None and o <= 0.75 * b,
+              f"{o:.1f} h vs {b:.1f} h ({o / b:.3f})" if o is not None and b else "n/a"))
     return g
+
+
+def plan_label(path: str) -> str:
+    """The plan's file and rings as run, e.g. ``canary/default.yaml (lab, 2%, 10%, 100%)``."""
+    plan = load_plan(path)
+    rings = ", ".join(", ".join(r.selector.tags) if r.selector.tags
+                      else f"{r.selector.percent:g}%" for r in plan.rings)
+    p = Path(path).resolve()
+    name = p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+    return f"{name} ({rings})"
 
 
 def render(a: argparse.Namespace, ours: dict, base: dict, setting: tuple, wall: float,
@@ -311,8 +322,7 @@ def render(a: argparse.Namespace, ours: dict, base: dict, setting: tuple, wall: 
              "",
              f"Fleet: {a.devices} devices, 3 variants x 3 regions, gamma(0.5) per-device crash "
              f"multipliers, environment factor lognormal({a.env_sigma}) per trial, new-release "
-             "base rates drift uniformly within +-15%. Plan: canary/default.yaml "
-             "(lab, 2%, 10%, 50%, 100%).", "",
+             f"base rates drift uniformly within +-15%. Plan: {plan_label(a.plan)}.", "",
              "### otactl (gates + decide)", "", *table(ours), "",
              f"### Baseline (AWS IoT Jobs abort), best setting: {w:.0f} h per ring, abort at "
              f">= {f:.0%} failed of executed or > {c} crashes/device-hour, once >= {m} executed",

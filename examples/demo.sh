@@ -44,5 +44,30 @@ done
 
 step "Verify the whole repository as a TUF client would"
 otactl repo verify
+kill $SERVER 2>/dev/null || true
+
+step "CI builds 2.1.0 and 2.2.0; the release manager approves; both are published"
+for v in 2.1.0 2.2.0; do
+  otactl release build "$HERE/manifests/t9-engine-$v.yaml" >/dev/null
+  otactl release approve "$v" --key release-manager >/dev/null
+  otactl release publish "$v"
+done
+otactl rollout plan t9-engine 2.1.0 --plan "$HERE/canary/demo.yaml"
+
+step "A simulated fleet of 160 engines (real TUF clients on 127.0.0.1, signed reports into SQLite) under the rollout controller:"
+echo "   2.1.0 is as good as 2.0.0 and should walk to 100%; 2.2.0 crashes five times as often and should be rolled back"
+set +e
+otactl sim rollout "$HERE/examples/scenarios/t9-demo-rollouts.yaml" --plan "$HERE/canary/demo.yaml" \
+  --baseline 2.0.0 --release 2.1.0 --release 2.2.0 --workspace . --work-dir "$DEMO/sim"
+code=$?
+set -e
+echo "otactl sim rollout exited $code (3: a gate rolled a release back, as the story expects)"
+[ "$code" = 3 ] || { echo "unexpected exit code"; exit 1; }
+
+step "The audit log verifies; the rollout report is written"
+otactl audit verify t9-engine
+otactl rollout status t9-engine
+otactl rollout report t9-engine --format md --out "$DEMO/rollout-report.md"
+otactl rollout report t9-engine --format html --out "$DEMO/rollout-report.html"
 echo
-echo "demo finished: workspace in $DEMO"
+echo "demo finished: workspace in $DEMO; reports in $DEMO/rollout-report.md and .html"

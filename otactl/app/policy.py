@@ -31,7 +31,7 @@ def _ring_json(ring: dict[str, Any]) -> dict[str, Any]:
     """Canonical JSON has no floats: a percentage is written as a decimal string ("2.5")."""
     selector = dict(ring.get("selector", {}))
     if isinstance(selector.get("percent"), float | int):
-        selector["percent"] = f"{float(selector['percent']):g}"
+        selector["percent"] = repr(float(selector["percent"])).removesuffix(".0")  # exact round-trip
     return {**ring, "selector": selector}
 
 

@@ -64,3 +64,46 @@ def _render(doc: dict[str, Any]) -> None:
           f"{reports.get('refused', 0)} refused, {reports.get('pending', 0)} pending{stored}")
     print(f"{doc['outcomes'].get('committed', 0)} updates in {doc['seconds']:.1f}s "
           f"({doc['updates_per_minute']:.0f} per minute); work dir {doc['work_dir']}")
+
+
+@app.command("rollout")
+def rollout_cmd(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file: fleet, behaviour, releases and their true effects.")],
+    plan: Annotated[Path, typer.Option("--plan", help="Canary plan the controller follows (canary/*.yaml).")],
+    release: Annotated[list[str], typer.Option("--release", help="Release to roll out (repeatable, in order).")],
+    baseline: Annotated[str, typer.Option("--baseline", help="Release the fleet runs before the first rollout.")],
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="Empty directory for device states and telemetry.")],
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", help="Publish through this existing workspace instead of a new one.")] = None,
+    approve_with: Annotated[list[str] | None, typer.Option(
+        "--approve-with", help="Release-manager key that approves rings as they ask (repeatable).")] = None,
+    max_rounds: Annotated[int, typer.Option("--max-rounds", min=1, help="Controller steps per rollout.")] = 40,
+    output: Output = OutputOpt,
+) -> None:
+    """Full-fidelity devices under the real rollout controller: the gates decide, nothing is scripted.
+
+    Exit 0 when every rollout completed, 3 when a gate rolled one back or paused it, 4 when one was
+    still waiting after --max-rounds.
+    """
+    from otactl.sim.controlled import ControlledSimulation, Hooks
+    from otactl.sim.scenario import load_scenario
+
+    sim = ControlledSimulation(load_scenario(scenario), work_dir, plan=plan, releases=release, baseline=baseline,
+                               max_rounds=max_rounds, workspace=workspace,
+                               hooks=Hooks(approve_with=tuple(approve_with or ())),
+                               progress=info if output is Output.table else (lambda _m: None))
+    try:
+        sim.run()
+    finally:
+        sim.close()
+    if output is Output.json:
+        emit_json("sim-rollout", {"workspace": str(sim.workspace_path),
+                                  "rollouts": [r.to_json() for r in sim.rollouts]})
+    else:
+        table("rollouts", ["release", "from", "status", "ring", "rounds", "devices that ran it"],
+              [[r.release, r.baseline, r.status, r.final_ring, r.rounds, r.exposed] for r in sim.rollouts])
+    statuses = {r.status for r in sim.rollouts}
+    if statuses & {"rolled_back", "paused"}:
+        raise typer.Exit(3)
+    if statuses - {"complete"}:
+        raise typer.Exit(4)

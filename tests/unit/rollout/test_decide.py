@@ -106,7 +106,7 @@ def test_policy_points_reached_rings_at_the_release_and_the_rest_at_last_good() 
                                   "min_security_version": 2})
     assert doc["schema"] == "otactl/rollout-policy/1" and doc["policy_version"] == 5
     assert [r["release"] for r in doc["rings"]] == ["2.1.0", "2.1.0", "2.0.0", "2.0.0", "2.0.0"]
-    assert doc["rings"][1]["selector"] == {"percent": 2.0}
+    assert doc["rings"][1]["selector"] == {"percent": 3.0}
     assert doc["baseline"] == "2.0.0" and doc["bad_releases"] == ["1.9.9"]
     assert doc["min_security_version"] == 2
 

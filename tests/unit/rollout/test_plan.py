@@ -85,7 +85,7 @@ def test_default_plan_reads_into_typed_values() -> None:
     plan = load_plan(ROOT / "canary" / "default.yaml")
     assert [r.name for r in plan.rings] == ["lab", "canary", "early", "half", "all"]
     assert plan.rings[0].selector.tags == ("lab",)
-    assert [r.selector.percent for r in plan.rings[1:]] == [2.0, 10.0, 50.0, 100.0]
+    assert [r.selector.percent for r in plan.rings[1:]] == [3.0, 20.0, 50.0, 100.0]
     assert plan.strata == ("model", "variant", "region")
     canary = plan.rings[1]
     assert {g.metric for g in canary.gates} == set(Metric)
