@@ -136,7 +136,8 @@ def start(ctx: Context, model: str, version: str, plan_file: Path, *, baseline: 
     _publish(ctx, record)
     _audit(ctx, model, key, "start", {"rollout_id": rollout_id, "release": version, "baseline": baseline,
                                       "plan": plan_.name, "plan_sha256": hashlib.sha256(plan_text.encode()).hexdigest()})
-    return _result(record, core.Decision(core.Action.ADVANCE, 0, (f"started in ring {plan_.rings[0].name!r}",)))
+    started = core.Decision(core.Action.ADVANCE, 0, (f"started in ring {plan_.rings[0].name!r}",))
+    return _result(record, started)
 
 
 def _result(record: rs.RolloutRecord, decision: core.Decision) -> StepResult:

@@ -106,7 +106,7 @@ def watch(model: str, telemetry: str = TelemetryOpt, interval: float = typer.Opt
         result = rollout.step(Context.open(workspace), model, source, key=key)
         if output is Output.table:
             _show(result, output)
-        if not result.waiting and result.action != "advance" or result.status != "running":
+        if result.status != "running" or not (result.waiting or result.action == "advance"):
             break
         if time.monotonic() + interval > deadline:
             info(f"timed out after {timeout:.0f} s, still {result.action} at ring {result.ring!r}")

@@ -63,12 +63,12 @@ def markdown(summaries: list[RolloutSummary], generated: datetime) -> str:
             v = s.last_verdict or {}
             out.append(f"\nLast verdict **{v.get('phase', '?').upper()}** for ring `{v.get('ring')}`, "
                        f"{v.get('devices', 0)} devices, {_num(v.get('device_hours'), '.0f')} device-hours, "
-                       f"window {v.get('since')} – {v.get('until')}.\n")
+                       f"window {v.get('since')} - {v.get('until')}.\n")
             out.append("| metric | scope | test | events | exposure | rate | reference | ratio | 95% interval | "
                        "e-value | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
                 interval = r.get("interval")
-                iv = f"{_num(interval[0])} – {_num(interval[1])}" if interval else "n/a"
+                iv = f"{_num(interval[0])} - {_num(interval[1])}" if interval else "n/a"
                 out.append(f"| {r['metric']} | {r['scope']} | {r['test']} | {r['events']} | "
                            f"{_num(r['exposure'], '.0f')} | {_num(r['rate'])} | {_num(r['reference_rate'])} | "
                            f"{_num(r['ratio'])} | {iv} | {_num(r['e_value'])} | {r['phase']} |")
