@@ -134,8 +134,9 @@ def start(ctx: Context, model: str, version: str, plan_file: Path, *, baseline: 
                               etag=existing.etag if existing else None)
     record = rs.save(ctx.store, record, create=existing is None)
     _publish(ctx, record)
+    plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
     _audit(ctx, model, key, "start", {"rollout_id": rollout_id, "release": version, "baseline": baseline,
-                                      "plan": plan_.name, "plan_sha256": hashlib.sha256(plan_text.encode()).hexdigest()})
+                                      "plan": plan_.name, "plan_sha256": plan_sha})
     started = core.Decision(core.Action.ADVANCE, 0, (f"started in ring {plan_.rings[0].name!r}",))
     return _result(record, started)
 
