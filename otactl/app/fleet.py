@@ -1,16 +1,21 @@
 """Fleet services: import an inventory and change one device, as signed records in hash bins.
 
 A device's record is the target ``devices/<id>.json`` in its succinct hash bin ``devices-XX``;
-changing one device re-signs only its bin, snapshot and timestamp.
+changing one device re-signs only its bin, snapshot and timestamp. An import writes every record
+file in one bulk write (``BlobStore.put_many``), then edits each bin once and publishes once.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from tuf.api.metadata import TargetFile
+
 from otactl.app.context import Context
-from otactl.errors import NotFoundError, UsageError
+from otactl.errors import InputFileError, NotFoundError, UsageError
 from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
 from otactl.repo.repository import Repository
@@ -21,45 +26,91 @@ class FleetChange:
     devices: int
     bins_changed: int
     files_published: int
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class ModelReleases:
+    """What the published releases of one model declare."""
+
+    variants: frozenset[str]
+    versions: frozenset[str]
+
+
+def model_releases(repo: Repository, model: str) -> ModelReleases | None:
+    """Variants and versions of the model's published releases; None if it has none yet."""
+    variants: set[str] = set()
+    versions: set[str] = set()
+    prefix = f"releases/{model}/"
+    for path, tf in repo.role("releases").signed.targets.items():
+        if path.startswith(prefix):
+            versions.add(path.removeprefix(prefix).removesuffix(".json"))
+            variants.update(layout.get_custom(tf).get("variants", []))
+    return ModelReleases(frozenset(variants), frozenset(versions)) if versions else None
 
 
 def known_variants(repo: Repository, model: str) -> set[str] | None:
     """Variants declared by the model's published releases; None if it has none yet."""
-    variants: set[str] = set()
-    found = False
-    for path, tf in repo.role("releases").signed.targets.items():
-        if path.startswith(f"releases/{model}/"):
-            found = True
-            variants.update(layout.get_custom(tf).get("variants", []))
-    return variants if found else None
+    found = model_releases(repo, model)
+    return None if found is None else set(found.variants)
 
 
-def _check_variant(repo: Repository, record: DeviceRecord, where: str) -> None:
-    variants = known_variants(repo, record.model)
-    if variants is not None and record.variant not in variants:
-        raise UsageError(f"{where}: unknown variant {record.variant!r} for model {record.model!r} "
-                         f"(known: {', '.join(sorted(variants))})")
+def _problem(record: DeviceRecord, releases: ModelReleases | None) -> tuple[str, str] | None:
+    """(field, problem) if the record names a variant or pin the model's releases do not have."""
+    if releases is None:
+        return None
+    if record.variant not in releases.variants:
+        return "variant", (f"unknown variant {record.variant!r} for model {record.model!r} "
+                           f"(known: {', '.join(sorted(releases.variants))})")
+    if record.pin is not None and record.pin not in releases.versions:
+        return "pin", f"release {record.model}/{record.pin} is not published"
+    return None
 
 
-def _put_record(ctx: Context, repo: Repository, record: DeviceRecord) -> str:
+def _entry(record: DeviceRecord) -> tuple[str, bytes, TargetFile]:
     data = record.to_bytes()
-    sha = hashlib.sha256(data).hexdigest()
     path = layout.device_path(record.device_id)
-    ctx.store.put(layout.target_key(path, sha), data)
-    bin_name = repo.bin_for(path)
-    repo.add_target(bin_name, path, len(data), sha, {"model": record.model, "variant": record.variant})
-    return bin_name
+    tf = TargetFile(len(data), {"sha256": hashlib.sha256(data).hexdigest()}, path)
+    layout.set_custom(tf, {"model": record.model, "variant": record.variant})
+    return path, data, tf
 
 
-def import_devices(ctx: Context, records: list[DeviceRecord], source: str) -> FleetChange:
+def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
+                   lines: Mapping[str, int] | None = None) -> FleetChange:
+    """Write every record (unchanged ones are skipped) and publish the changed bins once."""
     repo = ctx.repository()
-    bins: set[str] = set()
+    releases: dict[str, ModelReleases | None] = {}
     for r in records:
-        _check_variant(repo, r, f"{source}: device {r.device_id}")
-    for r in records:
-        bins.add(_put_record(ctx, repo, r))
-    written = repo.publish()
-    return FleetChange(len(records), len(bins), len(written))
+        if r.model not in releases:
+            releases[r.model] = model_releases(repo, r.model)
+        problem = _problem(r, releases[r.model])
+        if problem is not None:
+            raise InputFileError(source, f"device {r.device_id}: {problem[1]}",
+                                 line=(lines or {}).get(r.device_id), field=problem[0])
+    changed: dict[str, list[TargetFile]] = defaultdict(list)
+    unchanged = 0
+
+    def files() -> Iterator[tuple[str, bytes]]:
+        nonlocal unchanged
+        for r in records:
+            path, data, tf = _entry(r)
+            bin_name = repo.bin_for(path)
+            old = repo.role(bin_name).signed.targets.get(path)
+            if old is not None and old.length == tf.length and old.hashes == tf.hashes and \
+                    layout.get_custom(old) == layout.get_custom(tf):
+                unchanged += 1
+                continue
+            changed[bin_name].append(tf)
+            yield layout.target_key(path, tf.hashes["sha256"]), data
+
+    # record files are content-addressed: invisible to devices until a bin names them
+    ctx.store.put_many(files())
+    for bin_name, entries in changed.items():
+        targets = repo.edit(bin_name).targets
+        for tf in entries:
+            targets[tf.path] = tf
+    written = repo.publish() if changed else []
+    return FleetChange(len(records), len(changed), len(written), unchanged)
 
 
 def get_device(ctx: Context, repo: Repository, device_id: str) -> DeviceRecord:
@@ -76,16 +127,22 @@ def get_device(ctx: Context, repo: Repository, device_id: str) -> DeviceRecord:
 
 def set_device(ctx: Context, device_id: str, *, variant: str | None, tags: list[str] | None,
                pin: str | None, clear_pin: bool) -> tuple[DeviceRecord, FleetChange]:
+    if pin is not None and clear_pin:
+        raise UsageError("give --pin or --unpin, not both")
     repo = ctx.repository()
     record = get_device(ctx, repo, device_id)
     try:
         new = record.with_changes(variant, tags, pin, clear_pin)
     except ValueError as exc:
         raise UsageError(f"device {device_id}: {exc}") from None
-    _check_variant(repo, new, f"device {device_id}")
+    problem = _problem(new, model_releases(repo, new.model))
+    if problem is not None:
+        raise UsageError(f"device {device_id}: {problem[0]}: {problem[1]}")
     if new == record:
-        return record, FleetChange(1, 0, 0)
-    _put_record(ctx, repo, new)
+        return record, FleetChange(1, 0, 0, 1)
+    path, data, tf = _entry(new)
+    ctx.store.put(layout.target_key(path, tf.hashes["sha256"]), data)
+    repo.edit(repo.bin_for(path)).targets[path] = tf
     written = repo.publish()
     return new, FleetChange(1, 1, len(written))
 

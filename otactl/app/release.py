@@ -6,7 +6,9 @@ Store layout beside the published repository:
     releases-state/<model>/<version>.json              status: staged, published or withdrawn
 
 A build stages a new ``releases`` version signed by the CI key; release managers add signatures
-to exactly those bytes; publish installs it only when the role's threshold is met.
+to exactly those bytes; publish installs it only when the role's threshold is met. Approve and
+publish re-check the staged metadata against the published one and re-hash every file it adds, and
+review shows what the signed documents say (not the unsigned state file).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 
@@ -63,6 +66,7 @@ class ReleaseInfo:
     variants: dict[str, Any] = field(default_factory=dict)
     variant_changes: dict[str, Any] = field(default_factory=dict)
     previous: str | None = None
+    firmware: dict[str, str] = field(default_factory=dict)  # hardware revision -> image target
 
 
 def version_key(version: str) -> tuple[Any, ...]:
@@ -108,13 +112,13 @@ def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
     model, version = manifest.model, manifest.version
     published = _published_descriptors(releases.signed, model)
     if version in published or ctx.store.exists(state_key(model, version)):
-        raise UsageError(f"{manifest.path}: version: release {model}/{version} already exists")
+        raise manifest.error("version", f"release {model}/{version} already exists")
     floor = max((layout.get_custom(tf).get("security_version", 0) for tf in published.values()), default=0)
     if manifest.security_version < floor:
-        raise UsageError(f"{manifest.path}: security_version: {manifest.security_version} is below "
-                         f"{floor}, the highest published for {model} (anti-rollback floor)")
+        raise manifest.error("security_version", f"{manifest.security_version} is below {floor}, the highest "
+                                                 f"published for {model} (anti-rollback floor)")
     if manifest.stepping_stone and manifest.stepping_stone not in published:
-        raise UsageError(f"{manifest.path}: stepping_stone: {model}/{manifest.stepping_stone} is not published")
+        raise manifest.error("stepping_stone", f"{model}/{manifest.stepping_stone} is not published")
     ci_names = [ci_key] if ci_key else [k for k in ctx.trust.ci_keys if ctx.signers.has_private(k)]
     if not ci_names:
         raise UsageError("no CI key here to sign the build (trust config ci_keys)",
@@ -127,6 +131,7 @@ def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
     firmware: dict[str, bundle.TargetBlob] = {}
     uploads: list[tuple[bundle.TargetBlob, Path]] = []
     for fw in manifest.firmware:
+        rev = fw.hardware_revision
         if fw.file is not None:
             total = fw.file.stat().st_size if fw.file.is_file() else 0
             done = [0]
@@ -136,24 +141,25 @@ def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
                 if progress:
                     progress(label, done[0], total)
 
-            length, sha = hash_file(fw.file, tick)
+            try:
+                length, sha = hash_file(fw.file, tick)
+            except UsageError as exc:
+                raise manifest.error(f"firmware.{rev}.file", exc.message) from None
             path = layout.firmware_path(model, version, fw.file.name)
             b = bundle.TargetBlob(path, length, sha, {
                 "model": model, "version": version, "security_version": manifest.security_version,
-                "hardware_revisions": [fw.hardware_revision]})
+                "hardware_revisions": [rev]})
             uploads.append((b, fw.file))
         else:
-            src = published.get(fw.from_release or "")
-            if src is None:
-                raise UsageError(f"{manifest.path}: firmware.{fw.hardware_revision}.from_release: "
-                                 f"{model}/{fw.from_release} is not published")
+            where = f"firmware.{rev}.from_release"
+            if (fw.from_release or "") not in published:
+                raise manifest.error(where, f"{model}/{fw.from_release} is not published")
             src_doc = json.loads(_download(ctx, repo, layout.release_path(model, fw.from_release or "")))
-            ref = src_doc["firmware"].get(fw.hardware_revision)
+            ref = src_doc["firmware"].get(rev)
             if ref is None:
-                raise UsageError(f"{manifest.path}: firmware.{fw.hardware_revision}: {model}/"
-                                 f"{fw.from_release} has no image for that hardware revision")
+                raise manifest.error(where, f"{model}/{fw.from_release} has no image for hardware revision {rev}")
             b = bundle.TargetBlob(ref["target"], ref["length"], ref["sha256"], {})
-        firmware[fw.hardware_revision] = b
+        firmware[rev] = b
     configs = bundle.config_blobs(manifest)
     descriptor = bundle.descriptor_blob(manifest, firmware, configs)
 
@@ -236,24 +242,61 @@ def info(ctx: Context, ref: ReleaseRef) -> ReleaseInfo:
                          missing if status == "staged" else [], role.threshold, state["created"],
                          variants=state.get("variants", {}))
     if md is not None:
-        for path in state.get("new_targets", []):
-            tf = md.signed.targets.get(path)
-            if tf is not None:
-                result.targets.append({"path": path, "length": tf.length, "sha256": tf.hashes["sha256"]})
+        for path in sorted(p for p in md.signed.targets if belongs(p, ref.model, ref.version)):
+            tf = md.signed.targets[path]
+            result.targets.append({"path": path, "length": tf.length, "sha256": tf.hashes["sha256"]})
     return result
 
 
+def belongs(path: str, model: str, version: str) -> bool:
+    """Is ``path`` one of the targets a release adds (its images, configs and descriptor)?"""
+    return (path.startswith((f"firmware/{model}/{version}/", f"config/{model}/{version}/"))
+            or path == layout.release_path(model, version))
+
+
+def _verified(ctx: Context, ref: ReleaseRef, tf: TargetFile) -> bytes:
+    data = ctx.store.get_optional(layout.target_key(tf.path, tf.hashes["sha256"]))
+    if data is None:
+        raise VerificationError(f"release {ref}: file {tf.path} is missing from the store")
+    try:
+        tf.verify_length_and_hashes(data)
+    except LengthOrHashMismatchError as exc:
+        raise VerificationError(f"release {ref}: file {tf.path} changed since it was signed ({exc})") from None
+    return data
+
+
+def _signed_release(ctx: Context, ref: ReleaseRef, targets: Targets) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(descriptor, variant -> parameters) as the signed documents listed in ``targets`` say."""
+    tf = targets.targets.get(layout.release_path(ref.model, ref.version))
+    if tf is None:
+        raise VerificationError(f"release {ref}: no descriptor in its metadata")
+    descriptor: dict[str, Any] = json.loads(_verified(ctx, ref, tf))
+    variants = {}
+    for variant, entry in sorted(descriptor.get("configs", {}).items()):
+        cfg = targets.targets.get(entry["target"])
+        if cfg is None:
+            raise VerificationError(f"release {ref}: config {entry['target']} is not in its metadata")
+        variants[variant] = json.loads(_verified(ctx, ref, cfg))["parameters"]
+    return descriptor, variants
+
+
 def review(ctx: Context, spec: str) -> ReleaseInfo:
+    """What will ship, read from the signed documents (staged, or published), and what changes."""
     ref = resolve(ctx, spec)
     result = info(ctx, ref)
-    older = [s for s in list_releases(ctx) if s.model == ref.model and s.status == "published"
-             and version_key(s.version) < version_key(ref.version)]
+    repo = ctx.repository()
+    published = repo.role("releases").signed
+    on_record = layout.release_path(ref.model, ref.version) in published.targets
+    source = published if on_record else _staged(ctx, ref).signed  # a withdrawn release may be either
+    descriptor, result.variants = _signed_release(ctx, ref, source)
+    result.security_version = int(descriptor["security_version"])
+    result.firmware = {rev: entry["target"] for rev, entry in sorted(descriptor["firmware"].items())}
+    older = [v for v in _published_descriptors(published, ref.model) if version_key(v) < version_key(ref.version)]
+    previous: dict[str, Any] = {}
     if older:
-        prev = max(older, key=lambda s: version_key(s.version))
-        result.previous = prev.version
-        result.variant_changes = diff_variants(prev.variants, result.variants)
-    else:
-        result.variant_changes = diff_variants({}, result.variants)
+        result.previous = max(older, key=version_key)
+        _, previous = _signed_release(ctx, ReleaseRef(ref.model, result.previous), published)
+    result.variant_changes = diff_variants(previous, result.variants)
     return result
 
 
@@ -281,6 +324,37 @@ def list_releases(ctx: Context) -> list[ReleaseInfo]:
 
 
 # ------------------------------------------------------------------------ approve, publish
+def check_staged(ctx: Context, repo: Repository, ref: ReleaseRef, md: Metadata[Targets], verb: str) -> None:
+    """Refuse (naming what is wrong) unless ``md`` is exactly the release on the published base.
+
+    It must be the next version of the published ``releases``, change no target but the release's
+    own, and every file it adds must be in the store with the signed length and hash.
+    """
+    published = repo.role("releases").signed
+    if md.signed.version != published.version + 1:
+        raise ConflictError(f"release {ref} was built on releases v{md.signed.version - 1}, but v"
+                            f"{published.version} is published now; rebuild it and approve again")
+    added = [p for p, tf in md.signed.targets.items() if published.targets.get(p) != tf]
+    foreign = sorted([p for p in added if not belongs(p, ref.model, ref.version)]
+                     + [p for p in published.targets if p not in md.signed.targets])
+    if foreign:
+        raise VerificationError(f"release {ref}: the staged metadata also changes other targets "
+                                f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
+                                f"refusing to {verb}")
+    for path in sorted(added):
+        tf = md.signed.targets[path]
+        key = layout.target_key(path, tf.hashes["sha256"])
+        try:
+            length, sha = ctx.store.digest(key)
+        except NotFoundError:
+            raise VerificationError(f"release {ref}: staged file {path} is missing from the store; "
+                                    f"refusing to {verb}") from None
+        if (length, sha) != (tf.length, tf.hashes["sha256"]):
+            raise VerificationError(f"release {ref}: staged file {path} changed since the CI signature "
+                                    f"(signed: {tf.length} bytes, sha256 {tf.hashes['sha256'][:16]}...; "
+                                    f"found: {length} bytes, sha256 {sha[:16]}...); refusing to {verb}")
+
+
 def approve(ctx: Context, spec: str, key_name: str | None) -> ReleaseInfo:
     ref = resolve(ctx, spec)
     current = info(ctx, ref)
@@ -296,18 +370,15 @@ def approve(ctx: Context, spec: str, key_name: str | None) -> ReleaseInfo:
         raise UsageError(f"key {key_name!r} is not a release manager's key "
                          f"(release managers: {', '.join(ctx.trust.release_managers)})")
     versioned = ctx.store.get_versioned(staged_key(ref.model, ref.version))
-    md: Metadata[Targets] = Metadata.from_bytes(versioned.data)
+    try:
+        md: Metadata[Targets] = Metadata.from_bytes(versioned.data)
+    except DeserializationError as exc:
+        raise VerificationError(f"release {ref}: staged metadata is corrupt ({exc}); refusing to approve") from exc
     signers = _valid_signers(ctx, md)
     if not any(k in ctx.trust.ci_keys for k in signers):
         raise VerificationError(f"release {ref}: the staged metadata no longer carries a valid CI signature "
                                 "(changed since the build); refusing to approve")
-    for path in current.targets:
-        data = ctx.store.get(layout.target_key(path["path"], path["sha256"]))
-        try:
-            md.signed.targets[path["path"]].verify_length_and_hashes(data)
-        except Exception as exc:
-            raise VerificationError(f"release {ref}: staged file {path['path']} changed since the CI "
-                                    f"signature ({exc}); refusing to approve") from exc
+    check_staged(ctx, ctx.repository(), ref, md, "approve")
     if key_name in signers:
         raise UsageError(f"release {ref} is already approved with key {key_name!r}")
     _sign_with(md, ctx, key_name)
@@ -331,9 +402,7 @@ def publish(ctx: Context, spec: str) -> ReleaseInfo:
             f"missing one or more of: {', '.join(current.missing)}",
             hint=f"a release manager runs `otactl release approve {ref}`")
     md = _staged(ctx, ref)
-    if md.signed.version != repo.role("releases").signed.version + 1:
-        raise ConflictError(f"release {ref} was built on releases v{md.signed.version - 1}, but v"
-                            f"{repo.role('releases').signed.version} is published now; rebuild and re-approve")
+    check_staged(ctx, repo, ref, md, "publish")
     repo.put_signed("releases", md)
     repo.publish()
     return _mark_published(ctx, ref)

@@ -18,14 +18,15 @@ def import_cmd(inventory: Path = typer.Argument(..., help="CSV or YAML inventory
     """Write each device's signed record into the devices hash bins."""
     from otactl.app.context import Context
     from otactl.app.fleet import import_devices
-    from otactl.fleet.records import load_inventory
+    from otactl.fleet.records import read_inventory
 
-    records = load_inventory(inventory)
-    change = import_devices(Context.open(workspace), records, str(inventory))
+    inv = read_inventory(inventory)
+    change = import_devices(Context.open(workspace), inv.records, inv.path, inv.lines)
     if output is Output.json:
         emit_json("fleet-import", change.__dict__)
         return
-    print(f"imported {change.devices} devices into {change.bins_changed} bins")
+    print(f"imported {change.devices} devices: {change.devices - change.unchanged} written into "
+          f"{change.bins_changed} bins, {change.unchanged} unchanged")
 
 
 @app.command("set")

@@ -76,7 +76,9 @@ def review(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"), wor
         emit_json("release-review", rel.__dict__)
         return
     _show(rel, output, "release")
-    table("targets", ["path", "bytes", "sha256"], [[t["path"], t["length"], t["sha256"]] for t in rel.targets])
+    table("targets this release adds", ["path", "bytes", "sha256"],
+          [[t["path"], t["length"], t["sha256"]] for t in rel.targets])
+    table("firmware per hardware revision", ["revision", "image"], [[r, t] for r, t in rel.firmware.items()])
     rows = []
     for variant, params in sorted(rel.variants.items()):
         change = rel.variant_changes.get(variant, {})

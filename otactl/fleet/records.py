@@ -1,11 +1,16 @@
-"""Device records and the inventory files they are imported from (CSV or YAML)."""
+"""Device records and the inventory files they are imported from (CSV or YAML).
+
+Inventory errors name the file, the line of the device and the field (column) at fault.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,9 @@ SCHEMA = "otactl/device/1"
 FIELDS = ("device_id", "model", "hardware_revision", "variant", "region", "tags", "public_key", "pin")
 REQUIRED = ("device_id", "model", "hardware_revision", "variant", "region", "public_key")
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
+_PIN = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+_NAMED = ("device_id", "model", "hardware_revision", "variant", "region")
+_LABELS = tuple((kind, kind.replace("_", " ")) for kind in _NAMED)
 
 
 @dataclass(frozen=True)
@@ -32,12 +40,17 @@ class DeviceRecord:
     pin: str | None = None
 
     def __post_init__(self) -> None:
-        for kind in ("device_id", "model", "hardware_revision", "variant", "region"):
-            check_name(kind.replace("_", " "), getattr(self, kind))
+        for kind, label in _LABELS:
+            value = getattr(self, kind)
+            if not isinstance(value, str):
+                raise TypeError(f"{kind} must be text")
+            check_name(label, value)
         for tag in self.tags:
             check_name("tag", tag)
         if not _HEX_KEY.match(self.public_key):
             raise ValueError("public_key must be an ed25519 public key, 64 lowercase hex digits")
+        if self.pin is not None and not _PIN.match(self.pin):
+            raise ValueError(f"pin {self.pin!r} must be a release version like 2.1.0")
 
     def to_bytes(self) -> bytes:
         return canonical({
@@ -67,57 +80,147 @@ class DeviceRecord:
         )
 
 
-def _record(path: str, where: str, raw: dict[str, Any]) -> DeviceRecord:
-    unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
-        raise InputFileError(path, f"unknown field(s) {', '.join(unknown)}", field=where)
-    missing = [f for f in REQUIRED if not raw.get(f)]
-    if missing:
-        raise InputFileError(path, f"missing {', '.join(missing)}", field=where)
+@dataclass(frozen=True)
+class Inventory:
+    """Devices read from one inventory file, with the line each was read from."""
+
+    path: str
+    records: list[DeviceRecord]
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def error(self, device_id: str, fld: str, problem: str) -> InputFileError:
+        return InputFileError(self.path, problem, line=self.lines.get(device_id), field=fld)
+
+
+# (field, problem) -> the error; lets the CSV and YAML readers name lines and fields their own way
+Where = Callable[[str | None, str], InputFileError]
+
+
+def _check(where: Where, name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise where(name, "must be text (quote numbers in YAML)")
+    label = name.replace("_", " ")
+    try:
+        return check_name(label, value)
+    except OtactlError as exc:
+        raise where(name, exc.message.removeprefix(f"{label} ")) from None
+
+
+def _record(where: Where, raw: dict[str, Any]) -> DeviceRecord:
     tags = raw.get("tags") or ()
     if isinstance(tags, str):
         tags = [t for t in re.split(r"[;\s]+", tags) if t]
+    pin = raw.get("pin")
+    if isinstance(tags, list | tuple):
+        try:  # the fast path: a good row (a million-device inventory is mostly good rows)
+            return DeviceRecord(
+                raw["device_id"], raw["model"], raw["hardware_revision"], raw["variant"], raw["region"],
+                tuple(sorted(set(tags))), raw["public_key"].lower(), None if pin in (None, "") else pin)
+        except (KeyError, ValueError, TypeError, AttributeError, OtactlError):
+            pass
+    # a bad row: find the field to name
+    for f in REQUIRED:
+        if raw.get(f) in (None, ""):
+            raise where(f, "missing (required)")
+    for f in _NAMED:
+        _check(where, f, raw[f])
+    if not isinstance(tags, list | tuple):
+        raise where("tags", "must be a list of tags (in CSV: separated by ';')")
+    for t in tags:
+        _check(where, "tags", t)
+    key = raw["public_key"]
+    if not isinstance(key, str) or not _HEX_KEY.match(key.lower()):
+        raise where("public_key", "must be an ed25519 public key, 64 hex digits")
+    if not isinstance(pin, str) or not _PIN.match(pin):
+        raise where("pin", f"{pin!r} must be a release version like 2.1.0")
+    raise where(None, "not a valid device record")  # pragma: no cover - a field above is at fault
+
+
+def _read_csv(path: Path) -> tuple[list[DeviceRecord], dict[str, int]]:
+    records: list[DeviceRecord] = []
+    lines: dict[str, int] = {}
+    name = str(path)
     try:
-        return DeviceRecord(
-            str(raw["device_id"]), str(raw["model"]), str(raw["hardware_revision"]), str(raw["variant"]),
-            str(raw["region"]), tuple(sorted(set(map(str, tags)))), str(raw["public_key"]).lower(),
-            str(raw["pin"]) if raw.get("pin") else None,
-        )
-    except (ValueError, OtactlError) as exc:
-        raise InputFileError(path, str(exc), field=where) from None
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            if not header:
+                raise InputFileError(name, "empty file: expected a header row naming the columns", line=1)
+            for col in header:
+                if col not in FIELDS:
+                    raise InputFileError(name, f"unknown column (allowed: {', '.join(FIELDS)})", line=1,
+                                         field=col or "(empty column name)")
+            if len(set(header)) != len(header):
+                dup = next(c for c in header if header.count(c) > 1)
+                raise InputFileError(name, "column appears twice", line=1, field=dup)
+            for col in REQUIRED:
+                if col not in header:
+                    raise InputFileError(name, "required column missing from the header", line=1, field=col)
+            for row in reader:
+                line = reader.line_num
+
+                def where(fld: str | None, problem: str, line: int = line) -> InputFileError:
+                    return InputFileError(name, problem, line=line, field=fld)
+
+                if None in row:
+                    raise InputFileError(name, "more values than header columns", line=line)
+                record = _record(where, {k: v for k, v in row.items() if v not in (None, "")})
+                _add(name, records, lines, record, line, "device_id")
+    except FileNotFoundError:
+        raise InputFileError(name, "file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputFileError(name, f"cannot read CSV: {exc}") from None
+    return records, lines
+
+
+def _read_yaml(path: Path) -> tuple[list[DeviceRecord], dict[str, int]]:
+    doc = load_yaml(path)
+    if not isinstance(doc.data, list):
+        raise doc.error((), "must be a list of devices")
+    records: list[DeviceRecord] = []
+    lines: dict[str, int] = {}
+    for i, raw in enumerate(doc.data):
+        if not isinstance(raw, dict):
+            raise doc.error((i,), "each device must be a mapping")
+        for key in raw:
+            if key not in FIELDS:
+                raise doc.error((i, key), f"unknown field (allowed: {', '.join(FIELDS)})")
+
+        def where(fld: str | None, problem: str, i: int = i) -> InputFileError:
+            return doc.error((i,) if fld is None else (i, fld), problem)
+
+        record = _record(where, raw)
+        _add(doc.path, records, lines, record, doc.line((i,)) or 0, f"{i}.device_id")
+    return records, lines
+
+
+def _add(path: str, records: list[DeviceRecord], lines: dict[str, int], record: DeviceRecord, line: int,
+         fld: str) -> None:
+    first = lines.get(record.device_id)
+    if first is not None:
+        raise InputFileError(path, f"device {record.device_id!r} appears twice (first on line {first})",
+                             line=line, field=fld)
+    lines[record.device_id] = line
+    records.append(record)
+
+
+def recommended_bin_bits(fleet_size: int) -> int:
+    """Hash-bin bits for a fleet: about 256 devices per bin, ``round(log2(fleet / 256))`` in 0..16.
+
+    See docs/decisions/0401-device-bin-count.md for why (a device's download per change vs the
+    snapshot every device downloads after any change).
+    """
+    if fleet_size <= 256:
+        return 0
+    return min(16, round(math.log2(fleet_size / 256)))
+
+
+def read_inventory(path: Path) -> Inventory:
+    """CSV (header row with FIELDS; tags separated by ';') or YAML (a list of mappings)."""
+    path = Path(path)
+    records, lines = _read_csv(path) if path.suffix.lower() == ".csv" else _read_yaml(path)
+    return Inventory(str(path), records, lines)
 
 
 def load_inventory(path: Path) -> list[DeviceRecord]:
-    """CSV (header row with FIELDS; tags separated by ';') or YAML (a list of mappings)."""
-    records: list[DeviceRecord] = []
-    if path.suffix.lower() == ".csv":
-        try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                for row in reader:
-                    where = f"line {reader.line_num}"
-                    if None in row:
-                        raise InputFileError(str(path), "more values than header columns", line=reader.line_num)
-                    records.append(_record(str(path), where, {k: v for k, v in row.items() if v != ""}))
-        except FileNotFoundError:
-            raise InputFileError(str(path), "file not found") from None
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise InputFileError(str(path), f"cannot read CSV: {exc}") from None
-    else:
-        doc = load_yaml(path)
-        if not isinstance(doc.data, list):
-            raise doc.error((), "must be a list of devices")
-        for i, raw in enumerate(doc.data):
-            if not isinstance(raw, dict):
-                raise doc.error((i,), "each device must be a mapping")
-            try:
-                records.append(_record(doc.path, f"[{i}]", raw))
-            except InputFileError as exc:
-                raise InputFileError(doc.path, exc.message.split(": ", 2)[-1], line=doc.line((i,)),
-                                     field=f"[{i}]") from None
-    seen: set[str] = set()
-    for r in records:
-        if r.device_id in seen:
-            raise InputFileError(str(path), f"device {r.device_id!r} appears twice")
-        seen.add(r.device_id)
-    return records
+    return read_inventory(path).records

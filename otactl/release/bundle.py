@@ -20,7 +20,10 @@ def canonical(doc: dict[str, Any]) -> bytes:
     (OLPC canonical JSON, which TUF metadata uses, leaves control characters unescaped, so its output
     is not valid JSON when a string holds a newline: release notes do.)
     """
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(doc).encode()
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from tuf.api.serialization.json import JSONSerializer
 import otactl.keys.keyfile as keyfile
 from otactl.errors import ConflictError, NotFoundError, StoreError, VerificationError
 from otactl.repo import layout
+from otactl.repo.canonical import CANONICAL
 from otactl.repo.signers import SignerPool
 from otactl.store.base import BlobStore
 from otactl.workspace import TrustConfig
@@ -219,11 +220,11 @@ class Repository:
         md.signatures.clear()
         for k in key_names:
             if self.signers.has_private(k):
-                md.sign(self.signers.get(k), append=True)
+                md.sign(self.signers.get(k), append=True, signed_serializer=CANONICAL)
 
     def _check_threshold(self, name: str, md: Metadata[Any], delegator: Metadata[Any]) -> None:
         try:
-            delegator.verify_delegate(name, md)
+            delegator.verify_delegate(name, md, CANONICAL)
         except UnsignedMetadataError:
             role = self.trust.role(name)
             signed_by = {s for s in md.signatures}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,25 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object; absent objects are not an error."""
+
+    def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Write many new objects; all are durable when this returns; no order among them.
+
+        For bulk writes of objects no reader looks for until the call returns: content-addressed
+        targets that metadata names only afterwards. A store may expose a new key partly written
+        before the call returns (or after a crash during it); a key that already exists is replaced
+        atomically, so calling again repairs that. The default is a loop over ``put``; stores
+        override it with something faster (one durability barrier, concurrent uploads).
+        """
+        for key, data in items:
+            self.put(key, data)
+
+    def digest(self, key: str) -> tuple[int, str]:
+        """Length and SHA-256 (hex) of an object; stores override it to stream large objects."""
+        import hashlib
+
+        data = self.get(key)
+        return len(data), hashlib.sha256(data).hexdigest()
 
     def get_optional(self, key: str) -> bytes | None:
         from otactl.errors import NotFoundError

@@ -45,7 +45,13 @@ class MemoryStore(BlobStore):
             return _etag(data)
 
     def put_file(self, key: str, path: Path) -> None:
-        self.put(key, Path(path).read_bytes())
+        from otactl.errors import StoreError
+
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read ({exc.strerror}); nothing written to {self.url}{key}") from None
+        self.put(key, data)
 
     def exists(self, key: str) -> bool:
         return check_key(key) in self.objects

@@ -196,14 +196,6 @@ def test_put_file_streams_a_large_file(store: BlobStore, tmp_path: Path) -> None
 def test_put_file_of_a_missing_file_is_a_store_error(
     backend: Backend, store: BlobStore, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if backend.name in ("memory", "directory"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=f"{backend.name} store: a missing source file raises FileNotFoundError or names the "
-                "destination, not the file at fault",
-            )
-        )
     with pytest.raises(StoreError, match=r"nope\.bin"):
         store.put_file("targets/x.bin", tmp_path / "nope.bin")
 
