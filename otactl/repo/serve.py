@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import threading
+from collections.abc import Iterator
 
 from otactl.errors import UsageError
 from otactl.store.base import BlobStore
@@ -38,3 +40,14 @@ def serve_in_thread(store: BlobStore, host: str = "127.0.0.1") -> tuple[http.ser
     server = make_server(store, host, 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://{host}:{server.server_address[1]}"
+
+
+@contextlib.contextmanager
+def served(store: BlobStore, host: str = "127.0.0.1") -> Iterator[str]:
+    """The directory store as static files over HTTP while the block runs; yields the base URL."""
+    server, url = serve_in_thread(store, host)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -122,9 +122,9 @@ class FullSimulation:
         with contextlib.ExitStack() as stack:
             repo_url = self.repo_url
             if repo_url is None:
-                from otactl.sim.reposerve import serve_store
+                from otactl.repo.serve import served
 
-                repo_url = stack.enter_context(serve_store(ws.ctx.store))
+                repo_url = stack.enter_context(served(ws.ctx.store))
             ingest_url, store = self.ingest_url, None
             if ingest_url is None:
                 from otactl.sim.ingest import running_ingest

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from otactl.errors import ConflictError, NotFoundError, StoreError
+from otactl.fsutil import sha256_stream
 from otactl.store.base import BlobStore, Versioned, check_key
 
 _LOCK_SUFFIX = ".otactl-lock"
@@ -146,20 +147,13 @@ class DirectoryStore(BlobStore):
     def digest(self, key: str) -> tuple[int, str]:
         """Stream the object through SHA-256 in 1 MiB chunks (constant memory for large images)."""
         path = self._path(key)
-        digest = hashlib.sha256()
-        length = 0
-        buf = bytearray(1024 * 1024)
-        view = memoryview(buf)
         try:
             with open(path, "rb", buffering=0) as fh:
-                while n := fh.readinto(buf):
-                    digest.update(view[:n])
-                    length += n
+                return sha256_stream(fh)
         except (FileNotFoundError, IsADirectoryError):
             raise NotFoundError(f"{path}: not found") from None
         except OSError as exc:
             raise StoreError(f"{path}: cannot read: {exc.strerror}") from exc
-        return length, digest.hexdigest()
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -52,7 +52,7 @@ _Vector = dict[tuple[str, str, str, str, str], float]
 
 
 def _string(value: str) -> str:
-    return json.dumps(value)  # a PromQL string literal (Go escapes; \\uXXXX for non-ASCII)
+    return json.dumps(value)  # JSON string escapes are valid PromQL (Go) string-literal escapes
 
 
 def build_query(model: str, release: str, lookback: str) -> str:

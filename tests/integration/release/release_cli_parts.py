@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from tuf.ngclient import Updater  # noqa: E402
 from otactl.app.context import Context  # noqa: E402
 from otactl.repo import layout  # noqa: E402
 from otactl.repo.client import HttpxFetcher, make_updater  # noqa: E402
-from otactl.repo.serve import serve_in_thread  # noqa: E402
+from otactl.repo.serve import served as serve_store  # noqa: E402
 
 REPO_ROOT = TESTS.parent
 MANIFESTS = REPO_ROOT / "manifests"
@@ -86,15 +87,9 @@ class RecordingFetcher(HttpxFetcher):
         return out
 
 
-@contextmanager
-def served(ws: Path) -> Iterator[str]:
+def served(ws: Path) -> contextlib.AbstractContextManager[str]:
     """The workspace's directory store over HTTP on 127.0.0.1."""
-    server, url = serve_in_thread(Context.open(ws).store)
-    try:
-        yield url
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serve_store(Context.open(ws).store)
 
 
 @contextmanager
