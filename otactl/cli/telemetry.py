@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -57,30 +56,31 @@ def query(
     output: Output = OutputOpt,
 ) -> None:
     """Health counts per stratum (model/variant/region) of the devices on a release."""
-    from otactl.telemetry.query import parse_instant, query_cohort
+    from otactl.telemetry.counters import LATE_AGES
+    from otactl.telemetry.query import parse_instant, query_cohort, report_to_json
     from otactl.telemetry.source import CohortQuery
 
     q = CohortQuery(model, release, rings=frozenset(ring) if ring else None,
                     since=parse_instant("--since", since), until=parse_instant("--until", until))  # fmt: skip
     result = query_cohort(source, q)
     if output is Output.json:
-        emit_json("telemetry-counts", {
-            "model": model, "release": release, "rings": sorted(q.rings) if q.rings else None,
-            "since": q.since.isoformat() if q.since else None,
-            "until": q.until.isoformat() if q.until else None,
-            "source": result.source,
-            "strata": [{"model": k.model, "variant": k.variant, "region": k.region, **asdict(c)}
-                       for k, c in result.strata.items()],
-            "total": asdict(result.total),
-        })  # fmt: skip
+        emit_json("telemetry-counts", report_to_json(result))  # its "schema" (JSON_SCHEMA) replaces the default /1
         return
-    columns = ["stratum", "devices", "installs", "install failures", "crashes",
-               "crashing devices", "device-hours"]  # fmt: skip
-    totals = ("total", result.total)
-    rows = [
-        [str(k), c.devices, c.installs, c.install_failures, c.crashes, c.crashing_devices,
-         f"{c.device_hours:.1f}"]
-        for k, c in [*result.strata.items(), totals]
-    ]  # fmt: skip
+    everything = [*result.strata.items(), ("total", result.total)]
     rings = ", ".join(sorted(q.rings)) if q.rings else "all rings"
+    columns = ["stratum", "reports", "devices", "installs", "failed", "crashes", "device-h", "crash-h",
+               "periods"]  # fmt: skip
+    rows = [
+        [str(k), c.reports, c.devices, c.installs, c.install_failures, c.crashes, f"{c.device_hours:.1f}",
+         f"{c.crash_hours:.1f}", c.periods]
+        for k, c in everything
+    ]  # fmt: skip
     table(f"{model} {release} ({rings}) from {result.source}", columns, rows)
+    late = [
+        [str(k), f"{age} h", a.devices, f"{a.device_hours:.1f}", a.crashes, f"{a.crash_hours:.1f}"]
+        for k, c in everything
+        for age in LATE_AGES
+        for a in [c.at_age(age)]
+    ]
+    table("after an age on the image (late failures)",
+          ["stratum", "age", "devices past it", "device-h", "crashes", "crash-h"], late)  # fmt: skip

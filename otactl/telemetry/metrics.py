@@ -2,7 +2,7 @@
 
 Nothing is counted in process memory, so the numbers survive ingest restarts and agree with the
 store by construction. Series are per cohort (model, release, ring, variant, region), never per
-device.
+device: one family per counter of ``counters.COUNTERS`` (names in series.py), and the events.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from otactl.errors import StoreError
 from otactl.telemetry import series
 from otactl.telemetry.devices import DeviceRegistry
 from otactl.telemetry.report import Event, Refusal
@@ -37,15 +38,16 @@ class StoreCollector(Collector):
         accepted = 0
         for row in self.store.counter_rows():
             cohort = [row.model, row.release, row.ring, row.variant, row.region]
-            if row.name.startswith(series.EVENT_PREFIX):
-                event = row.name.removeprefix(series.EVENT_PREFIX)
-                if event in Event.__members__.values():
-                    events.add_metric([*cohort, event], row.value)
-                    accepted += row.value
+            event = row.name.removeprefix(series.EVENT_PREFIX)
+            if row.name.startswith(series.EVENT_PREFIX) and event in Event.__members__.values():
+                events.add_metric([*cohort, event], row.value)
+                accepted += row.value
             elif row.name in families:
                 families[row.name].add_metric(cohort, row.value)
                 if row.name == "health_reports":
                     accepted += row.value
+            else:  # never written by this otactl (ledger.py): refuse rather than drop it silently
+                raise StoreError(f"telemetry database {self.store.path}: unknown counter {row.name!r}")
         yield events
         yield from families.values()
         yield CounterMetricFamily(series.ACCEPTED, "Reports accepted and stored.", value=accepted)

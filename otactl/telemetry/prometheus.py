@@ -1,20 +1,22 @@
 """PrometheusSource: cohort counts from Prometheus's HTTP API (or Thanos, Mimir), over httpx.
 
 How a window maps to PromQL (docs/decisions/0201-telemetry-windows.md): the ingest's counters never
-reset (they are read from its store), so the count in a window (since, until] is exactly
-``counter @ until - counter @ since``; the distinct-device counters are read at ``until`` alone
-(docs/decisions/0202-telemetry-distinct-devices.md). That is two instant queries (``/api/v1/query`` with
-``time=until`` and ``time=since``) of each counter's last sample, summed by ring and stratum:
+reset (they are read from its store), so a window counter's count in (since, until] is exactly
+``counter @ until - counter @ since``; cumulative counters (``counters.is_cumulative``: devices,
+aged devices) are read at ``until`` alone. That is two instant queries (``/api/v1/query`` with
+``time=until`` and ``time=since``) of every counter family of ``counters.COUNTERS`` (and the events
+family), each its last sample summed by ring and stratum:
 
     sum by (ring, variant, region)
-      (last_over_time(otactl_crashes_total{model="m", release="r"}[1h]))
+      (last_over_time(otactl_cohort_crashes_total{model="m", release="r"}[1h]))
 
-``increase()`` is not used: it extrapolates to the window edges and misses the step between the
-last sample before the window and the first inside it, so its results are neither integers nor
-equal to the embedded store's. ``last_over_time`` (rather than a bare selector) reads through
-staleness markers when the ingest was down at that instant. All counters of one instant travel in
-one query (an ``or`` of ``label_replace``d vectors). Rings are grouped and filtered here, so no
-ring name enters a regex.
+then :func:`counters.counts_from_totals`, as the embedded store does. ``increase()`` is not used:
+it extrapolates to the window edges and misses the step between the last sample before the window
+and the first inside it, so its results are neither integers nor equal to the embedded store's.
+``last_over_time`` (rather than a bare selector) reads through staleness markers when the ingest
+was down at that instant. All counters of one instant travel in one query (an ``or`` of
+``label_replace``d vectors, labelled ``series``). Rings are grouped and filtered here, so no ring
+name enters a regex.
 """
 
 from __future__ import annotations
@@ -28,8 +30,7 @@ from typing import Any
 
 import httpx
 
-from otactl.telemetry import series
-from otactl.telemetry.report import FAILED_EVENTS, FINISHED_EVENTS
+from otactl.telemetry import counters, series
 from otactl.telemetry.source import (
     CohortCounts,
     CohortQuery,
@@ -39,14 +40,8 @@ from otactl.telemetry.source import (
 )
 
 _DURATION = re.compile(r"[0-9]+(ms|s|m|h|d|w|y)")
-_SERIES = {
-    "events": series.EVENTS,
-    "health_reports": series.HEALTH_REPORTS,
-    "crashes": series.CRASHES,
-    "uptime_s": series.UPTIME,
-    "devices": series.DEVICES,
-    "crashing_devices": series.CRASHING_DEVICES,
-}
+_EVENTS = "events"  # the `series` label of the events family; the others carry their counter's name
+_SERIES = {_EVENTS: series.EVENTS, **{name: family for name, (family, _) in series.COHORT_FAMILIES.items()}}
 # (series, ring, variant, region, event) -> counter value
 _Vector = dict[tuple[str, str, str, str, str], float]
 
@@ -60,7 +55,7 @@ def build_query(model: str, release: str, lookback: str) -> str:
     matchers = f"model={_string(model)}, release={_string(release)}"
     parts = []
     for name, family in _SERIES.items():
-        by = "ring, variant, region, event" if name == "events" else "ring, variant, region"
+        by = "ring, variant, region, event" if name == _EVENTS else "ring, variant, region"
         inner = f"sum by ({by}) (last_over_time({series.total(family)}{{{matchers}}}[{lookback}]))"
         parts.append(f'label_replace({inner}, "series", "{name}", "", "")')
     return " or ".join(parts)
@@ -96,42 +91,36 @@ class PrometheusSource(TelemetrySource):
         expr = build_query(query.model, query.release, self.lookback)
         end = self._vector(expr, query.until)
         start = self._vector(expr, query.since) if query.since is not None else {}
-        deltas: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        window: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        cumulative: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for key, value in end.items():
             name, ring, variant, region, event = key
             if query.rings is not None and ring not in query.rings:
                 continue
-            cumulative = name in ("devices", "crashing_devices")  # up to `until`, see store.py
-            delta = value if cumulative else value - start.get(key, 0.0)
+            if name == _EVENTS:
+                name = counters.EVENT_PREFIX + event
+            elif counters.is_cumulative(name):
+                cumulative[(variant, region)][name] += value
+                continue
+            delta = value - start.get(key, 0.0)
             if delta < 0:
                 raise TelemetryUnavailable(
-                    f"Prometheus at {self.display_url}: {series.total(_SERIES[name])} for ring {ring!r} "
+                    f"Prometheus at {self.display_url}: {series.total(_SERIES[key[0]])} for ring {ring!r} "
                     f"{variant}/{region} went down over the window (missing samples?)"
                 )
-            slot = deltas[(variant, region)]
-            if name == "events":
-                slot["reports"] += delta
-                if event in FINISHED_EVENTS:
-                    slot["installs"] += delta
-                if event in FAILED_EVENTS:
-                    slot["install_failures"] += delta
-            else:
-                slot[name] += delta
-                if name == "health_reports":
-                    slot["reports"] += delta
+            window[(variant, region)][name] += delta
         out: dict[StratumKey, CohortCounts] = {}
-        for (variant, region), d in sorted(deltas.items()):
+        for variant, region in sorted(window.keys() | cumulative.keys()):
             stratum = StratumKey(query.model, variant, region)
-            if d["reports"] <= 0 or (query.strata is not None and stratum not in query.strata):
+            if query.strata is not None and stratum not in query.strata:
                 continue
-            out[stratum] = CohortCounts(
-                devices=_int(d["devices"]),
-                installs=_int(d["installs"]),
-                install_failures=_int(d["install_failures"]),
-                crashes=_int(d["crashes"]),
-                crashing_devices=_int(d["crashing_devices"]),
-                device_hours=d["uptime_s"] / 3600,
-            )
+            try:
+                counts = counters.counts_from_totals(window.get((variant, region), {}),
+                                                     cumulative.get((variant, region), {}))  # fmt: skip
+            except ValueError as exc:  # inconsistent counters, e.g. crash-hours above device-hours
+                raise TelemetryUnavailable(f"Prometheus at {self.display_url}: {exc} for {stratum}") from exc
+            if counts.reports:  # present when it has a report in the window, as in the store
+                out[stratum] = counts
         return out
 
     def _vector(self, expr: str, at: datetime | None) -> _Vector:
@@ -161,7 +150,7 @@ class PrometheusSource(TelemetrySource):
                 value = float(sample["value"][1])
             except (KeyError, IndexError, TypeError, ValueError):
                 value = math.nan
-            if not math.isfinite(value) or key[0] not in _SERIES:
+            if not math.isfinite(value) or key[0] not in _SERIES or (key[0] == _EVENTS) != bool(key[4]):
                 raise TelemetryUnavailable(f"Prometheus at {self.display_url}: bad sample {sample!r}")
             out[key] = value
         return out
@@ -177,7 +166,3 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise TelemetryUnavailable(f"{response.request.url} answered JSON that is not an object")
     return doc
-
-
-def _int(value: float) -> int:
-    return round(value)

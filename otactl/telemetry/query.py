@@ -1,13 +1,20 @@
-"""Open a telemetry source from a ``--source`` spec and read one cohort's counts (for the CLI)."""
+"""Open a telemetry source from a ``--source`` spec and read one cohort's counts (for the CLI).
+
+:func:`counts_to_json` is the ``--output json`` shape of :class:`CohortCounts`
+(``otactl/telemetry-counts/2``): the window counts, the cumulative ``devices``, and one entry per
+age of ``counters.LATE_AGES`` with the hours and crashes after that age and the devices past it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from otactl.errors import OtactlError, UsageError
+from otactl.telemetry.counters import LATE_AGES
 from otactl.telemetry.source import (
     CohortCounts,
     CohortQuery,
@@ -16,6 +23,7 @@ from otactl.telemetry.source import (
     TelemetryUnavailable,
 )
 
+JSON_SCHEMA = "otactl/telemetry-counts/2"  # 2: window-additive counters (0205); 1 had crashing_devices
 SPEC_HELP = "sqlite:PATH (the embedded ingest's database) or prometheus:URL (Prometheus HTTP API)"
 
 
@@ -84,3 +92,37 @@ def query_cohort(spec: str, query: CohortQuery) -> CohortReport:
         if close is not None:
             close()
     return CohortReport(query, redact(spec), dict(sorted(strata.items())))
+
+
+def counts_to_json(c: CohortCounts) -> dict[str, Any]:
+    """One :class:`CohortCounts` as ``--output json`` writes it (explicit, stable)."""
+
+    def at(values: tuple[Any, ...], i: int) -> Any:
+        return values[i] if values else 0
+
+    return {
+        "reports": c.reports, "installs": c.installs, "install_failures": c.install_failures,
+        "crashes": c.crashes, "device_hours": c.device_hours, "crash_hours": c.crash_hours,
+        "periods": c.periods, "period_crashes": c.period_crashes, "period_crash_sq": c.period_crash_sq,
+        "devices": c.devices,
+        "late": [
+            {"age_h": age, "device_hours": at(c.late_device_hours, i), "crashes": at(c.late_crashes, i),
+             "crash_hours": at(c.late_crash_hours, i), "aged_devices": at(c.aged_devices, i)}
+            for i, age in enumerate(LATE_AGES)
+        ],
+    }  # fmt: skip
+
+
+def report_to_json(report: CohortReport) -> dict[str, Any]:
+    """The whole ``otactl telemetry query --output json`` document, schema included."""
+    q = report.query
+    return {
+        "schema": JSON_SCHEMA,
+        "model": q.model, "release": q.release, "rings": sorted(q.rings) if q.rings else None,
+        "since": q.since.isoformat() if q.since else None,
+        "until": q.until.isoformat() if q.until else None,
+        "source": report.source,
+        "strata": [{"model": k.model, "variant": k.variant, "region": k.region, **counts_to_json(c)}
+                   for k, c in report.strata.items()],
+        "total": counts_to_json(report.total),
+    }  # fmt: skip

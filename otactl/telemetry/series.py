@@ -1,39 +1,34 @@
 """Names of the Prometheus series the ingest exports; the PrometheusSource queries the same names.
 
-Every cohort series carries the labels model, release, ring, variant and region (ring ``""`` for a
-device in no ring): aggregates only, never one series per device. All are counters that never reset,
-even across ingest restarts, because they are read from the store on every scrape.
+One counter family per cohort counter of :data:`otactl.telemetry.counters.COUNTERS`, named
+``otactl_cohort_<counter>`` (sample ``..._total``) with the counter's help, plus the events family
+(extra label ``event``). Every cohort series carries the labels model, release, ring, variant and
+region (ring ``""`` for a device in no ring): aggregates only, never one series per device. All are
+counters that never reset, even across ingest restarts, because they are read from the store on
+every scrape.
 """
 
 from __future__ import annotations
 
-COHORT_LABELS = ("model", "release", "ring", "variant", "region")
+from otactl.telemetry import counters
 
-# store counter name (see store.py) -> (metric family name without _total, help)
-EVENTS = "otactl_report_events"  # extra label: event
-HEALTH_REPORTS = "otactl_health_reports"
-CRASHES = "otactl_crashes"
-ERRORS = "otactl_health_errors"
-UPTIME = "otactl_uptime_seconds"
-DEVICES = "otactl_cohort_devices"
-CRASHING_DEVICES = "otactl_cohort_crashing_devices"
+COHORT_LABELS = ("model", "release", "ring", "variant", "region")
+COHORT_PREFIX = "otactl_cohort_"
+EVENTS = "otactl_report_events"  # extra label: event; store counters event:<event>
+EVENTS_HELP = "Accepted event reports, by event."
 ACCEPTED = "otactl_reports_accepted"
 REJECTED = "otactl_reports_rejected"  # label: reason
 ENROLLED = "otactl_devices_enrolled"  # gauge; labels: model, variant, region
+EVENT_PREFIX = counters.EVENT_PREFIX
 
-COHORT_FAMILIES: dict[str, tuple[str, str]] = {
-    "health_reports": (HEALTH_REPORTS, "Accepted health reports."),
-    "crashes": (CRASHES, "Crashes reported in health reports."),
-    "errors": (ERRORS, "Errors reported in health reports."),
-    "uptime_s": (UPTIME, "Uptime reported in health reports (exposure), in seconds."),
-    "devices": (DEVICES, "Devices that have reported in the cohort (first report counts)."),
-    "crashing_devices": (
-        CRASHING_DEVICES,
-        "Devices that have reported a crash in the cohort (first crash counts).",
-    ),
-}
-EVENT_PREFIX = "event:"
-EVENTS_HELP = "Accepted event reports, by event."
+
+def cohort_family(name: str) -> str:
+    """The family (without ``_total``) of cohort counter ``name``; an unknown name is an error."""
+    return COHORT_PREFIX + counters.counter(name).name
+
+
+# store counter name -> (metric family name without _total, help)
+COHORT_FAMILIES: dict[str, tuple[str, str]] = {c.name: (cohort_family(c.name), c.help) for c in counters.COUNTERS}
 
 
 def total(family: str) -> str:

@@ -1,22 +1,19 @@
-"""The embedded telemetry store: accepted reports in SQLite, and the aggregates gates and
-/metrics read.
+"""The embedded telemetry store: accepted reports in SQLite, and the counts gates and /metrics read.
 
-One write transaction per ingest request (WAL, ``executemany``) writes the reports and keeps three
-derived tables in step with them, so they can never disagree:
+One write transaction per ingest request (WAL, ``executemany``) checks replays, stores the reports
+with their counter increments and keeps the derived tables in step with them, so they can never
+disagree (the schema and the accounting: ledger.py):
 
 - ``device_seq``: each device's last accepted ``seq`` (replay protection; survives report pruning);
-- ``cohort_members``: when each device first reported, and first reported a crash, per cohort
-  (model, release, ring, variant, region), which gives distinct-device counts as monotonic counters;
-- ``counters``: running totals per cohort, what ``/metrics`` exposes (never one series per device).
+- ``device_state``, ``cohort_members``: what a report's increments depend on (ledger.py);
+- ``counters``: running totals per cohort and counter, what ``/metrics`` exposes (never one series
+  per device).
 
-What a query's window (since, until] bounds, so that Prometheus can give the very same numbers:
-
-- installs, install_failures, crashes, device_hours: reports the ingest accepted in the window
-  (``received_at``, the clock Prometheus sees too), docs/decisions/0201-telemetry-windows.md;
-- devices, crashing_devices: distinct devices that have reported (a crash) in the cohort up to
-  ``until``; ``since`` does not apply, because distinct counts over an arbitrary window cannot be
-  derived from aggregate counters, docs/decisions/0202-telemetry-distinct-devices.md;
-- a stratum is present when it has a report in the window.
+What a query's window (since, until] bounds, so that Prometheus can give the very same numbers
+(docs/decisions/0201-telemetry-windows.md): window counters (:mod:`otactl.telemetry.counters`)
+are sums over the reports the ingest accepted in the window (``received_at``, the clock Prometheus
+sees too); cumulative counters (``devices``, ``aged_devices_<L>h``) are sums up to ``until``,
+``since`` does not apply; a stratum is present when it has a report in the window.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,8 +28,10 @@ from datetime import datetime
 from pathlib import Path
 
 from otactl.errors import StoreError
+from otactl.telemetry import counters, ledger
 from otactl.telemetry.checks import Refused, Verified
-from otactl.telemetry.report import FAILED_EVENTS, FINISHED_EVENTS, Kind, Refusal
+from otactl.telemetry.ledger import COHORT, IN_CHUNK, NO_RING, SCHEMA_VERSION, Incoming, Ledger
+from otactl.telemetry.report import Event, Refusal
 from otactl.telemetry.source import (
     CohortCounts,
     CohortQuery,
@@ -42,82 +40,12 @@ from otactl.telemetry.source import (
     TelemetryUnavailable,
 )
 
-SCHEMA_VERSION = 1
-NO_RING = ""  # stored (and exported as a label) for a device in no ring
+__all__ = ["NO_RING", "SCHEMA_VERSION", "CounterRow", "ReportStore", "SqliteSource", "cohort_counts"]
 
-_COHORT = "model, release, ring, variant, region"
-_NEW_COHORT = "NEW.model, NEW.release, NEW.ring, NEW.variant, NEW.region"
-
-
-def _bump(name: str, amount: str, when: str = "1") -> str:
-    return (
-        f"INSERT INTO counters({_COHORT}, name, value) SELECT {_NEW_COHORT}, {name}, {amount} "
-        f"WHERE {when} ON CONFLICT DO UPDATE SET value = value + excluded.value;"
-    )
-
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS reports (
-    id INTEGER PRIMARY KEY,
-    device_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    time INTEGER NOT NULL,          -- device clock, unix seconds
-    received_at REAL NOT NULL,      -- ingest clock, unix seconds
-    model TEXT NOT NULL, release TEXT NOT NULL, ring TEXT NOT NULL,
-    variant TEXT NOT NULL, region TEXT NOT NULL,
-    kind TEXT NOT NULL, event TEXT, reason TEXT,
-    uptime_s INTEGER NOT NULL, crashes INTEGER NOT NULL, errors INTEGER NOT NULL,
-    payload TEXT NOT NULL, signature TEXT NOT NULL,
-    UNIQUE (device_id, seq)
-);
-CREATE INDEX IF NOT EXISTS reports_by_cohort ON reports (model, release, received_at);
-CREATE TABLE IF NOT EXISTS device_seq (
-    device_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cohort_members (
-    model TEXT NOT NULL, release TEXT NOT NULL, ring TEXT NOT NULL,
-    variant TEXT NOT NULL, region TEXT NOT NULL, device_id TEXT NOT NULL,
-    first_at REAL NOT NULL, first_crash_at REAL,
-    PRIMARY KEY ({_COHORT}, device_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS counters (
-    model TEXT NOT NULL, release TEXT NOT NULL, ring TEXT NOT NULL,
-    variant TEXT NOT NULL, region TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
-    PRIMARY KEY ({_COHORT}, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS refusals (
-    reason TEXT PRIMARY KEY, count INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TRIGGER IF NOT EXISTS cohort_member_joined AFTER INSERT ON cohort_members BEGIN
-    {_bump("'devices'", "1")}
-    {_bump("'crashing_devices'", "1", "NEW.first_crash_at IS NOT NULL")}
-END;
-CREATE TRIGGER IF NOT EXISTS cohort_member_crashed AFTER UPDATE OF first_crash_at ON cohort_members
-WHEN OLD.first_crash_at IS NULL AND NEW.first_crash_at IS NOT NULL BEGIN
-    {_bump("'crashing_devices'", "1")}
-END;
-"""
-
-_INSERT = (
-    "INSERT INTO reports (device_id, seq, time, received_at, model, release, ring, variant, region,"
-    " kind, event, reason, uptime_s, crashes, errors, payload, signature)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _SEQ = (
     "INSERT INTO device_seq (device_id, last_seq) VALUES (?, ?)"
     " ON CONFLICT DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)"
 )
-_MEMBER = (  # the cohort_member_* triggers count joins and first crashes
-    "INSERT INTO cohort_members (model, release, ring, variant, region, device_id, first_at, first_crash_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT DO UPDATE SET first_crash_at = excluded.first_crash_at"
-    " WHERE first_crash_at IS NULL AND excluded.first_crash_at IS NOT NULL"
-)
-_COUNT = (
-    "INSERT INTO counters (model, release, ring, variant, region, name, value) VALUES (?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT DO UPDATE SET value = value + excluded.value"
-)
-_IN_CHUNK = 500  # host parameters per IN (...) lookup
 
 
 @dataclass(frozen=True)
@@ -127,7 +55,7 @@ class CounterRow:
     ring: str
     variant: str
     region: str
-    name: str  # event:<event>, health_reports, crashes, errors, uptime_s, devices, crashing_devices
+    name: str  # a counter of counters.COUNTERS, or event:<event>
     value: int
 
 
@@ -154,19 +82,45 @@ class ReportStore:
         self._write = _connect(self.path, readonly=False)
         self._lock = threading.Lock()
         try:
-            version = self._write.execute("PRAGMA user_version").fetchone()[0]
+            self._open()
+        except BaseException:
+            self._write.close()
+            raise
+        self._read = _connect(self.path, readonly=False)
+        self._read_lock = threading.Lock()
+
+    def _open(self) -> None:
+        """Schema 2 in a new database; migrate a schema-1 one; refuse any other."""
+        try:
+            version = self._version(self._write)
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"telemetry database {self.path} has schema {version}; this otactl reads up to {SCHEMA_VERSION}"
                 )
             self._write.execute("PRAGMA journal_mode = WAL")
             self._write.execute("PRAGMA synchronous = NORMAL")
-            self._write.executescript(_SCHEMA)
-            self._write.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"telemetry database {self.path}: {exc}") from exc
-        self._read = _connect(self.path, readonly=False)
-        self._read_lock = threading.Lock()
+        with self._transaction() as conn:
+            version = self._version(conn)  # again, under the write lock: another process may have migrated
+            if version == 0:
+                ledger.create(conn)
+            elif version == 1:
+                try:
+                    ledger.migrate_from_1(conn)  # docs/decisions/0205-telemetry-schema-2.md
+                except ValueError as exc:
+                    raise StoreError(
+                        f"telemetry database {self.path}: cannot migrate it from schema 1 to {SCHEMA_VERSION}: {exc}"
+                    ) from exc
+            elif version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"telemetry database {self.path} has schema {version}; this otactl reads up to {SCHEMA_VERSION}"
+                )
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         """Idempotent; checkpoints the WAL into the database file."""
@@ -203,10 +157,10 @@ class ReportStore:
         outcomes: list[Refused | None] = []
         at = received_at.timestamp()
         with self._transaction() as conn:
-            last = self._last_seqs(conn, sorted({v.report.device_id for v in verified}))
-            rows = []
-            members: dict[tuple[str, ...], bool] = {}  # (cohort..., device) -> crashed in this batch
-            totals: Counter[tuple[str, ...]] = Counter()  # (cohort..., counter name) -> increment
+            devices: list[str] = sorted({v.report.device_id for v in verified})
+            last = self._last_seqs(conn, devices)
+            book = Ledger(conn, devices)
+            stored: set[str] = set()
             for item in verified:
                 r = item.report
                 previous = last.get(r.device_id, -1)
@@ -215,28 +169,17 @@ class ReportStore:
                     counts[Refusal.REPLAYED] = counts.get(Refusal.REPLAYED, 0) + 1
                     continue
                 last[r.device_id] = r.seq
+                stored.add(r.device_id)
                 outcomes.append(None)
-                cohort = (r.model, r.release, r.ring or NO_RING, r.variant, r.region)
                 h = r.health
-                rows.append((
-                    r.device_id, r.seq, int(r.time.timestamp()), at, *cohort, r.kind.value,
-                    None if r.event is None else r.event.value, r.reason,
-                    0 if h is None else h.uptime_s, 0 if h is None else h.crashes,
-                    0 if h is None else h.errors, item.envelope.payload, item.envelope.signature,
+                book.add(Incoming(
+                    r.device_id, r.seq, int(r.time.timestamp()), at, r.model, r.release, r.ring or NO_RING,
+                    r.variant, r.region, r.kind.value, None if r.event is None else r.event.value, r.reason,
+                    0 if h is None else h.uptime_s, 0 if h is None else h.crashes, 0 if h is None else h.errors,
+                    item.envelope.payload, item.envelope.signature,
                 ))  # fmt: skip
-                member = (*cohort, r.device_id)
-                members[member] = members.get(member, False) or (h is not None and h.crashes > 0)
-                if h is None:
-                    totals[(*cohort, f"event:{r.event.value}")] += 1  # type: ignore[union-attr]
-                else:
-                    totals[(*cohort, "health_reports")] += 1
-                    totals[(*cohort, "crashes")] += h.crashes
-                    totals[(*cohort, "errors")] += h.errors
-                    totals[(*cohort, "uptime_s")] += h.uptime_s
-            conn.executemany(_INSERT, rows)
-            conn.executemany(_SEQ, [(d, last[d]) for d in {row[0] for row in rows}])
-            conn.executemany(_MEMBER, [(*m, at, at if crashed else None) for m, crashed in members.items()])
-            conn.executemany(_COUNT, [(*key, n) for key, n in totals.items()])
+            book.flush()
+            conn.executemany(_SEQ, [(d, last[d]) for d in sorted(stored)])
             self._add_refusals(conn, counts)
         return outcomes
 
@@ -256,8 +199,8 @@ class ReportStore:
     @staticmethod
     def _last_seqs(conn: sqlite3.Connection, device_ids: list[str]) -> dict[str, int]:
         last: dict[str, int] = {}
-        for i in range(0, len(device_ids), _IN_CHUNK):
-            chunk = device_ids[i : i + _IN_CHUNK]
+        for i in range(0, len(device_ids), IN_CHUNK):
+            chunk = device_ids[i : i + IN_CHUNK]
             marks = ",".join("?" * len(chunk))
             last.update(
                 conn.execute(
@@ -277,7 +220,7 @@ class ReportStore:
 
     def counter_rows(self) -> list[CounterRow]:
         with self._reading() as conn:
-            rows = conn.execute(f"SELECT {_COHORT}, name, value FROM counters").fetchall()  # noqa: S608
+            rows = conn.execute(f"SELECT {COHORT}, name, value FROM counters").fetchall()  # noqa: S608
         return [CounterRow(*row) for row in rows]
 
     def refusal_counts(self) -> dict[Refusal, int]:
@@ -298,51 +241,48 @@ class ReportStore:
             return cohort_counts(conn, query)
 
 
+_WINDOW = [c.name for c in counters.COUNTERS if c.kind is counters.Kind.WINDOW]
+_CUMULATIVE = [c.name for c in counters.COUNTERS if c.kind is counters.Kind.CUMULATIVE]
+_EVENTS = [counters.EVENT_PREFIX + e.value for e in Event]
+_SUMS = ", ".join(
+    [f"sum(CASE WHEN received_at > :since THEN {ledger.column(n)} ELSE 0 END)" for n in _WINDOW]
+    + [f"sum(CASE WHEN received_at > :since AND event = '{e.value}' THEN 1 ELSE 0 END)" for e in Event]
+    + [f"sum({ledger.column(n)})" for n in _CUMULATIVE]
+)  # fmt: skip
+
+
 def cohort_counts(conn: sqlite3.Connection, query: CohortQuery) -> dict[StratumKey, CohortCounts]:
-    """Counts per stratum; see the module docstring for what the window (since, until] bounds."""
+    """Counts per stratum; see the module docstring for what the window (since, until] bounds.
+
+    One pass over the cohort's reports up to ``until``: window counters sum the reports after
+    ``since``, cumulative ones all of them.
+    """
     if query.rings is not None and not query.rings:
         return {}
-    since = -math.inf if query.since is None else query.since.timestamp()
-    until = math.inf if query.until is None else query.until.timestamp()
-    where = "model = ? AND release = ?"
-    params: list[object] = [query.model, query.release]
+    params: dict[str, object] = {
+        "model": query.model, "release": query.release,
+        "since": -math.inf if query.since is None else query.since.timestamp(),
+        "until": math.inf if query.until is None else query.until.timestamp(),
+    }  # fmt: skip
+    where = "model = :model AND release = :release AND received_at <= :until"
     if query.rings is not None:
-        where += f" AND ring IN ({','.join('?' * len(query.rings))})"
-        params += sorted(query.rings)
-    finished = ",".join(f"'{e.value}'" for e in sorted(FINISHED_EVENTS))
-    failed = ",".join(f"'{e.value}'" for e in sorted(FAILED_EVENTS))
-    reports = conn.execute(
-        f"SELECT variant, region, count(*),"  # noqa: S608 (placeholders and constants only)
-        f" coalesce(sum(kind = '{Kind.EVENT.value}' AND event IN ({finished})), 0),"
-        f" coalesce(sum(kind = '{Kind.EVENT.value}' AND event IN ({failed})), 0),"
-        f" sum(crashes), sum(uptime_s)"
-        f" FROM reports WHERE {where} AND received_at > ? AND received_at <= ?"
-        f" GROUP BY variant, region",
-        [*params, since, until],
+        rings = {f"ring{i}": ring for i, ring in enumerate(sorted(query.rings))}
+        where += f" AND ring IN ({', '.join(':' + k for k in rings)})"
+        params.update(rings)
+    rows = conn.execute(
+        f"SELECT variant, region, {_SUMS} FROM reports WHERE {where} GROUP BY variant, region",  # noqa: S608
+        params,
     ).fetchall()
-    members = {  # devices and crashing devices are cumulative up to `until`: since does not apply
-        (variant, region): (joined, crashed)
-        for variant, region, joined, crashed in conn.execute(
-            "SELECT variant, region,"  # noqa: S608 (placeholders and constants only)
-            " coalesce(sum(first_at <= ?), 0), coalesce(sum(first_crash_at <= ?), 0)"
-            f" FROM cohort_members WHERE {where} GROUP BY variant, region",
-            [until, until, *params],
-        ).fetchall()
-    }
     out: dict[StratumKey, CohortCounts] = {}
-    for variant, region, n, installs, failures, crashes, uptime in reports:
+    for variant, region, *sums in rows:
         key = StratumKey(query.model, variant, region)
-        if not n or (query.strata is not None and key not in query.strata):
+        if query.strata is not None and key not in query.strata:
             continue
-        joined, crashed = members.get((variant, region), (0, 0))
-        out[key] = CohortCounts(
-            devices=joined,
-            installs=installs,
-            install_failures=failures,
-            crashes=crashes,
-            crashing_devices=crashed,
-            device_hours=uptime / 3600,
-        )
+        window = dict(zip([*_WINDOW, *_EVENTS], sums[: len(_WINDOW) + len(_EVENTS)], strict=True))
+        cumulative = dict(zip(_CUMULATIVE, sums[len(_WINDOW) + len(_EVENTS) :], strict=True))
+        counts = counters.counts_from_totals(window, cumulative)
+        if counts.reports:  # present when it has a report in the window
+            out[key] = counts
     return out
 
 
@@ -363,8 +303,20 @@ class SqliteSource(TelemetrySource):
         except StoreError as exc:
             raise TelemetryUnavailable(str(exc)) from exc
         try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version != SCHEMA_VERSION:
+                raise TelemetryUnavailable(_schema_problem(self.path, version))
             return cohort_counts(conn, query)
         except sqlite3.Error as exc:
             raise TelemetryUnavailable(f"telemetry database {self.path}: {exc}") from exc
         finally:
             conn.close()
+
+
+def _schema_problem(path: Path, version: int) -> str:
+    if version == 1:
+        return (f"telemetry database {path} has schema 1; this otactl reads schema {SCHEMA_VERSION}: start "
+                "`otactl telemetry serve` on it once to migrate it")  # fmt: skip
+    if version == 0:
+        return f"telemetry database {path} is not an otactl telemetry database (schema 0)"
+    return f"telemetry database {path} has schema {version}; this otactl reads schema {SCHEMA_VERSION}"

@@ -12,8 +12,9 @@ from telemetry_parts import Fleet, IngestProcess, make_fleet
 
 
 @pytest.fixture
-def fleet() -> Fleet:
-    return make_fleet()
+def fleet(request: pytest.FixtureRequest) -> Fleet:
+    """Twelve devices; ``@pytest.mark.parametrize("fleet", [n], indirect=True)`` for n."""
+    return make_fleet(getattr(request, "param", 12))
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def signing_key(device_id: str) -> nacl.signing.SigningKey:
 
 @dataclass
 class Fleet:
-    """Twelve devices, three per stratum; each reporter keeps its device's seq."""
+    """Devices spread evenly over STRATA (twelve by default); each reporter keeps its device's seq."""
 
     registry: DeviceRegistry
     reporters: dict[str, DeviceReporter] = field(default_factory=dict)
@@ -45,9 +45,9 @@ class Fleet:
         ]  # fmt: skip
 
 
-def make_fleet() -> Fleet:
+def make_fleet(size: int = 12) -> Fleet:
     devices = []
-    for i in range(12):
+    for i in range(size):
         device_id = f"trk-{i + 1:04d}"
         variant, region = STRATA[i % len(STRATA)]
         public = bytes(signing_key(device_id).verify_key).hex()

@@ -1,29 +1,34 @@
 """Signed reports over HTTP into `otactl telemetry serve`; a real Prometheus scrapes it.
 
 The Prometheus path (PrometheusSource over the HTTP API) and the embedded path (SqliteSource over the
-ingest's database) must give the same numbers for the same reports, for whole histories, ring and
-stratum filters and windows, and across an ingest restart. Refused reports are counted, never stored.
+ingest's database) must give the same CohortCounts, every field of every counter of
+``counters.COUNTERS``, for the same reports: for whole histories, ring and stratum filters and
+windows, across an ingest restart, and for a week of hourly baseline followed by a rollout in rings
+(late hours, aged devices, closed periods). Refused reports are counted, never stored.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import sqlite3
 import subprocess
 import sys
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import astuple, replace
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 from fixtures.prometheus import PrometheusServer
 from telemetry_parts import Fleet, IngestProcess, signing_key, utc_now
 
+from otactl.telemetry.counters import LATE_AGES, counts_from_totals
 from otactl.telemetry.prometheus import PrometheusSource
 from otactl.telemetry.report import Envelope, Event, parse_payload, sign_report
 from otactl.telemetry.reporter import batch_body, post_reports
-from otactl.telemetry.source import CohortQuery, StratumKey
+from otactl.telemetry.source import CohortCounts, CohortQuery, StratumKey
 from otactl.telemetry.store import SqliteSource
 
 pytestmark = pytest.mark.integration
@@ -175,3 +180,151 @@ def test_signatures_from_other_keys_never_count(fleet: Fleet, ingest: IngestProc
     doc = httpx.post(f"{ingest.url}/v1/reports", json=batch_body([forged]), timeout=10).json()
     assert doc["results"][0]["reason"] == "bad_signature"
     assert SqliteSource(ingest.db).cohort_counts(CohortQuery("t9-engine", "2.1.0")) == {}
+
+
+# --- a week of hourly baseline on release A, then a rollout of B in rings ------------------------
+
+A, B = "2.0.0", "2.1.0"
+BASELINE_H = 168  # simulated hours of baseline (7 days)
+ROLLOUT_H = 30  # simulated hours of rollout: past 12 and 24 h on B, one closed period
+HOURS_PER_BATCH = 20  # 48 devices x 20 hourly reports: under the ingest's 1000 reports per request
+MAX_REPORTS = 1000
+
+
+def poisson(rng: random.Random, rate: float) -> int:
+    """Knuth's method (bounded): crashes in one hour."""
+    limit, k, p = math.exp(-rate), 0, rng.random()
+    while p > limit and k < 20:
+        k, p = k + 1, p * rng.random()
+    return k
+
+
+WEEK_QUERIES = {
+    "A everywhere": dict(release=A),
+    "A, waiting ring (control)": dict(release=A, rings=frozenset({"late"})),
+    "A, no ring (baseline)": dict(release=A, rings=frozenset({""})),
+    "A, rolled-back devices": dict(release=A, rings=frozenset({"canary", "early"})),
+    "B everywhere": dict(release=B),
+    "B canary": dict(release=B, rings=frozenset({"canary"})),
+    "B one stratum": dict(release=B, strata=frozenset({StratumKey("t9-engine", "hp-400", "us")})),
+}
+
+
+def window_part(c: CohortCounts) -> list[float]:
+    """The window fields, flattened (cumulative ones zeroed): what adds over adjacent windows."""
+    zero = replace(c, devices=0, aged_devices=(0,) * len(LATE_AGES))
+    return [x for v in astuple(zero) for x in (v if isinstance(v, tuple) else (v,))]
+
+
+def total(strata: dict[StratumKey, CohortCounts]) -> CohortCounts:
+    return sum(strata.values(), counts_from_totals({}, {}))
+
+
+@pytest.mark.parametrize("fleet", [48], indirect=True, ids=["48 devices"])
+def test_sources_agree_on_every_counter_over_a_week_of_baseline_and_a_rollout(
+    fleet: Fleet, ingest: IngestProcess, prometheus: PrometheusServer
+) -> None:
+    rng = random.Random(20261127)
+    client = httpx.Client(timeout=30)
+    url = f"{ingest.url}/v1/reports"
+    prom = PrometheusSource(prometheus.url)
+    embedded = SqliteSource(ingest.db)
+    names = sorted(fleet.reporters)
+    ring = {d: "canary" if i < 6 else "early" if i < 18 else "late" for i, d in enumerate(names)}
+    posted = 0
+    edges: dict[str, datetime] = {}
+
+    def post(envelopes: list[Envelope]) -> None:
+        nonlocal posted
+        for i in range(0, len(envelopes), MAX_REPORTS):
+            chunk = envelopes[i : i + MAX_REPORTS]
+            doc = post_reports(client, url, chunk)
+            assert (doc["accepted"], doc["refused"]) == (len(chunk), 0)
+            posted += len(chunk)
+
+    def edge(name: str) -> None:
+        """An instant between scrapes: every report posted so far is in a scrape at or before it, and
+        Prometheus has scraped again after it, so whatever is posted next lands in a later scrape."""
+        prometheus.wait_until(lambda: prometheus.value(ACCEPTED) == posted, f"Prometheus has scraped {name}")
+        at = utc_now()
+        prometheus.wait_until(
+            lambda: (prometheus.value(f"timestamp({ACCEPTED})") or 0) > at.timestamp(), f"a scrape after {name}"
+        )
+        edges[name] = at
+
+    def hours(release_of: dict[str, tuple[str, str | None]], first: int, count: int, rate: dict[str, float]) -> None:
+        """``count`` hourly health reports of every device (some hours offline), device by device, so
+        one request holds consecutive reports of each device; then posted."""
+        batch = []
+        for d in names:
+            release, ring_label = release_of[d]
+            for _hour in range(first, first + count):
+                if rng.random() < 0.03:
+                    continue  # offline this hour: ages and period closings drift apart between devices
+                batch.append(fleet.reporters[d].health(release, ring_label, utc_now(), uptime_s=3600,
+                                                       crashes=poisson(rng, rate[release])))  # fmt: skip
+        post(batch)
+
+    edges["start"] = utc_now()
+    baseline = {d: (A, None) for d in names}
+    for first in range(0, BASELINE_H, HOURS_PER_BATCH):
+        hours(baseline, first, min(HOURS_PER_BATCH, BASELINE_H - first), {A: 0.02})
+        if first + HOURS_PER_BATCH in (60, 120):
+            edge(f"hour {first + HOURS_PER_BATCH}")
+    edge("baseline")
+
+    # the rollout: canary and early install B (one of each rolls back to A in its ring), late waits on A
+    finish = {d: Event.COMMITTED for d in names if ring[d] != "late"}
+    finish[names[0]], finish[names[6]] = Event.REVERTED, Event.FAILED
+    events = []
+    for d, end in finish.items():
+        r = fleet.reporters[d]
+        reason = None if end is Event.COMMITTED else "boot check"
+        events += [r.event(B, ring[d], e, utc_now(), reason=reason if e is end else None)
+                   for e in (Event.OFFERED, Event.INSTALLED, end)]  # fmt: skip
+    post(events)
+    rollout = {d: (B if finish.get(d) is Event.COMMITTED else A, ring[d]) for d in names}
+    hours(rollout, 0, HOURS_PER_BATCH, {A: 0.02, B: 0.08})
+    edge("rollout hour 20")
+    hours(rollout, HOURS_PER_BATCH, ROLLOUT_H - HOURS_PER_BATCH, {A: 0.02, B: 0.08})
+    edge("end")
+
+    windows = {
+        "everything": (None, None),
+        "the baseline": (edges["start"], edges["baseline"]),
+        "up to hour 60": (None, edges["hour 60"]),
+        "up to hour 120": (None, edges["hour 120"]),
+        "hours 60-120": (edges["hour 60"], edges["hour 120"]),
+        "hour 120 into the rollout": (edges["hour 120"], edges["rollout hour 20"]),
+        "the rollout": (edges["baseline"], edges["end"]),
+        "rollout, first 20 h": (edges["baseline"], edges["rollout hour 20"]),
+        "rollout, last 10 h": (edges["rollout hour 20"], edges["end"]),
+    }
+    got: dict[tuple[str, str], dict[StratumKey, CohortCounts]] = {}
+    for w, (since, until) in windows.items():
+        for q, fields in WEEK_QUERIES.items():
+            query = CohortQuery("t9-engine", since=since, until=until, **fields)  # type: ignore[arg-type]
+            got[(w, q)] = embedded.cohort_counts(query)
+            assert prom.cohort_counts(query) == got[(w, q)], (w, q)
+
+    # not vacuous: the baseline has crashes, closed periods and late hours, every device aged past 72 h
+    week = total(got[("the baseline", "A everywhere")])
+    assert week.crashes > 0 and week.periods >= 5 * 48 and week.period_crash_sq >= week.period_crashes > 0
+    assert min(week.late_crashes) > 0 and week.late_device_hours[-1] > 0
+    assert week.devices == 48 and week.aged_devices == (48,) * len(LATE_AGES)
+    new = total(got[("the rollout", "B everywhere")])
+    assert (new.installs, new.install_failures, new.devices) == (18, 2, 18)  # 2 rolled back: events on B only
+    assert new.aged_devices[:2] == (16, 16) and new.periods > 0
+    assert new.crashes > 0 and new.late_crashes[0] > 0
+    assert total(got[("the rollout", "A, waiting ring (control)")]).late_device_hours[-1] > 0  # age kept across rings
+    assert total(got[("the rollout", "A, rolled-back devices")]).devices == 2
+    assert total(got[("the baseline", "B everywhere")]).reports == 0
+    assert total(got[("everything", "B everywhere")]).installs == 18
+    # windows add (both sources gave these very counts)
+    for q in WEEK_QUERIES:
+        for first, second, whole in (("up to hour 60", "hours 60-120", "up to hour 120"),
+                                     ("rollout, first 20 h", "rollout, last 10 h", "the rollout")):  # fmt: skip
+            parts = [window_part(total(got[(w, q)])) for w in (first, second)]
+            assert [x + y for x, y in zip(*parts, strict=True)] == pytest.approx(window_part(total(got[(whole, q)])))
+    client.close()
+    prom.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from otactl.telemetry.checks import Verified
+from otactl.telemetry.counters import LATE_AGES
 from otactl.telemetry.report import Event, parse_payload
 from otactl.telemetry.store import ReportStore
 
@@ -42,21 +43,26 @@ def test_query_json_is_versioned(db: Path) -> None:
                   "--output", "json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["schema"] == "otactl/telemetry-counts/1"
+    assert doc["schema"] == "otactl/telemetry-counts/2"
     assert doc["rings"] == ["canary"]
     assert [(s["variant"], s["region"], s["devices"]) for s in doc["strata"]] == [
         ("hp-300", "eu", 2),
         ("hp-400", "us", 1),
     ]
-    assert doc["total"] == {"devices": 3, "installs": 3, "install_failures": 0, "crashes": 1,
-                            "crashing_devices": 1, "device_hours": 4.5}  # fmt: skip
+    assert doc["total"] == {
+        "reports": 6, "installs": 3, "install_failures": 0, "crashes": 1, "device_hours": 4.5, "crash_hours": 1.0,
+        "periods": 0, "period_crashes": 0, "period_crash_sq": 0, "devices": 3,
+        "late": [{"age_h": age, "device_hours": 0.0, "crashes": 0, "crash_hours": 0.0, "aged_devices": 0}
+                 for age in LATE_AGES],
+    }  # fmt: skip
 
 
 def test_query_table(db: Path) -> None:
     done = otactl("telemetry", "query", "t9-engine", "2.1.0", "--source", f"sqlite:{db}")
     assert done.returncode == 0, done.stderr
     assert "t9-engine/hp-300/eu" in done.stdout and "total" in done.stdout
-    assert "4.5" in done.stdout
+    assert "4.5" in done.stdout and "1.5" in done.stdout  # device-hours, crash-hours
+    assert "after an age on the image" in done.stdout and "72 h" in done.stdout
 
 
 def closed_port() -> int:

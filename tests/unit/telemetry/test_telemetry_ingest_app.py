@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from otactl.telemetry import counters
 from otactl.telemetry.ingest import IngestLimits, create_app
 from otactl.telemetry.report import Envelope, Event, Report, sign_report
 from otactl.telemetry.store import ReportStore
@@ -173,15 +175,23 @@ def test_metrics_are_per_cohort_never_per_device(app, fleet) -> None:  # type: i
     assert post(app, [e for e in envelopes]).json()["accepted"] == 5
     text = request(app, "GET", "/metrics").text
     assert "trk-" not in text
-    assert (
-        'otactl_crashes_total{model="t9-engine",region="eu",release="2.1.0",ring="canary",variant="hp-300"} 2.0' in text
-    )
+    cohort = '{model="t9-engine",region="eu",release="2.1.0",ring="canary",variant="hp-300"}'
+    assert f"otactl_cohort_crashes_total{cohort} 2.0" in text
+    assert f"otactl_cohort_crash_uptime_s_total{cohort} 1200.0" in text
     assert (
         'otactl_cohort_devices_total{model="t9-engine",region="eu",release="2.1.0",ring="canary",variant="hp-300"} 2.0'
         in text
     )
     assert "otactl_reports_accepted_total 5.0" in text
     assert 'otactl_devices_enrolled{model="t9-engine",region="us",variant="hp-400"} 1.0' in text
+    # one family per cohort counter of counters.COUNTERS, with its help, one sample per cohort (4 here)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for c in counters.COUNTERS:
+        family = families.pop(f"otactl_cohort_{c.name}")
+        assert (family.type, family.documentation) == ("counter", c.help)
+        assert len([s for s in family.samples if s.name.endswith("_total")]) == 4, c.name
+    assert set(families) == {"otactl_report_events", "otactl_reports_accepted", "otactl_reports_rejected",
+                             "otactl_devices_enrolled"}  # fmt: skip
 
 
 def test_healthz_and_methods(app) -> None:  # type: ignore[no-untyped-def]
