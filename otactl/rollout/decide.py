@@ -202,3 +202,17 @@ def next_policy(plan: Plan, state: RolloutState, *, model: str, rollout_id: str,
     return {"schema": POLICY_SCHEMA, "model": model, "rollout_id": rollout_id, "salt": salt,
             "policy_version": prev_version + 1, "baseline": last_good.version, "rings": rings,
             "bad_releases": bad, "min_security_version": floor}
+
+
+def reinstate_policy(previous: Mapping[str, Any], version: str) -> dict[str, Any]:
+    """The rollout policy after a release manager clears ``version``'s bad mark.
+
+    The same rings, baseline and security floor, one version higher, with ``version`` no longer in
+    ``bad_releases``. It ships nothing: the rings keep pointing where they point; a new rollout can
+    target ``version`` again (docs/decisions/0106-missing-data-and-reinstate.md).
+    """
+    bad = [str(v) for v in previous.get("bad_releases", [])]
+    if version not in bad:
+        raise PolicyError(f"release {version} is not marked bad")
+    return {**previous, "policy_version": int(previous["policy_version"]) + 1,
+            "bad_releases": sorted(set(bad) - {version})}

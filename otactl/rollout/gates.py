@@ -1,28 +1,39 @@
 """Health gates: a ring's cohort against its concurrent control and absolute limits.
 
 Verdict phases are fixed (PASS < WAIT < FAIL) and combine worst-of; "no data" is never PASS.
-Every verdict carries its evidence. The statistics live in :mod:`otactl.rollout.stats`.
+Every verdict carries its evidence. The statistics live in :mod:`otactl.rollout.stats`, what each
+metric counts in :mod:`otactl.rollout.metrics`.
 
-Alpha spending: the plan's false-rollback budget is split evenly over its distinct tests (metric x
-control/limit x margin); a test that recurs in later rings continues as one e-process (its
-e-values multiply across rings, so evidence carries); within a test, evenly over the levels (whole ring, each
-variant, each region, each stratum) and within a level evenly over its groups, so a regression
-confined to one variant or one stratum is tested on its own.
+- **Stratified at every scope.** A scope (the whole ring, a variant, a region, a stratum, the
+  late hours) combines its strata's evidence under one common ratio; counts of different strata
+  are never pooled against a control, so a ring whose mix differs from the fleet's neither fails a
+  good release nor hides a bad one (docs/decisions/0107-stratified-power-gates.md).
+- **FAIL** when a scope's e-value against "ratio <= max_ratio" reaches ``1/alpha`` of its share.
+  Alpha spending: the plan's false-rollback budget is split evenly over its distinct tests; a test
+  that recurs in later rings continues as one e-process (e-values multiply across rings); within a
+  test evenly over the levels and within a level evenly over its groups.
+- **PASS needs power**: the whole ring's e-value against "ratio >= harm" (the plan's declared
+  harmful effect) must reach ``1/(1 - harm_confidence)``; until then the gate holds and says what
+  it still needs.
+- **Overdispersion**: events are divided by a dispersion factor from the baseline's closed 24-hour
+  periods, scaled to the hours each device contributes in the window.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
 import numpy as np
 
 from otactl.rollout import stats
+from otactl.rollout.metrics import Control, Family, MetricDef, metric_def
 from otactl.rollout.plan import GateSpec, Metric, Missing, Plan, RingName
 from otactl.rollout.rings import project
+from otactl.telemetry.counters import PERIOD_S
 from otactl.telemetry.source import CohortCounts, StratumKey
 
 
@@ -43,9 +54,9 @@ def worst(phases: Iterable[Phase]) -> Phase:
 
 @dataclass(frozen=True)
 class Evidence:
-    scope: str  # "overall" or a stratum "model/variant/region"
-    test: str  # "control" (ratio vs control) or "limit" (absolute)
-    margin: float  # the null: ratio to control <= margin, or rate <= limit
+    scope: str  # "overall", a stratum "model/variant/region" (``*`` collapses), or "late>=24h"
+    test: str  # "control" (ratio vs control), "limit" (absolute), "power-control"/"power-limit"
+    margin: float  # the null: ratio to control <= margin, rate <= limit; power: ratio >= harm
     events: int
     exposure: float
     rate: float | None
@@ -60,6 +71,7 @@ class Evidence:
     dispersion: float
     phase: Phase
     note: str = ""
+    needs: float | None = None  # power: roughly how much more exposure a PASS needs (its unit)
 
 
 @dataclass(frozen=True)
@@ -72,15 +84,19 @@ class GateVerdict:
 
 @dataclass(frozen=True)
 class Observation:
-    """What the controller read for one ring. ``ring is None``: telemetry unavailable."""
+    """What the controller read for one ring (a source that cannot be read is an error, raised
+    before any observation exists: never a verdict)."""
 
-    ring: Mapping[StratumKey, CohortCounts] | None
-    control: Mapping[StratumKey, CohortCounts] | None
+    ring: Mapping[StratumKey, CohortCounts]
+    control: Mapping[StratumKey, CohortCounts]
     since: datetime
     until: datetime
     # The baseline release's own install record (devices on the old release are not installing
     # now, so install failures compare against how the baseline fared when it shipped).
     install_control: Mapping[StratumKey, CohortCounts] | None = None
+    # The baseline's counts over the last counters.DISPERSION_LOOKBACK_H hours (all rings): its
+    # closed 24-hour periods give each stratum's overdispersion.
+    dispersion: Mapping[StratumKey, CohortCounts] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,22 +111,7 @@ class RingVerdict:
     until: datetime
 
 
-def _events(metric: Metric, c: CohortCounts) -> tuple[int, float]:
-    if metric is Metric.INSTALL_FAILURE_RATE:
-        return c.install_failures, float(c.installs)
-    if metric is Metric.CRASH_RATE:
-        return c.crashes, c.device_hours
-    return c.crashing_devices, float(c.devices)
-
-
-def _collapse(counts: Mapping[StratumKey, CohortCounts], dims: tuple[str, ...]
-              ) -> dict[str, CohortCounts]:
-    """Counts summed per projected stratum (dimensions outside ``dims`` become ``*``)."""
-    out: dict[str, CohortCounts] = {}
-    for key, c in counts.items():
-        k = str(project(key, dims))
-        out[k] = out[k] + c if k in out else c
-    return out
+HOURS = PERIOD_S / 3600
 
 
 def _levels(dims: tuple[str, ...], keys: list[StratumKey]) -> list[tuple[str, ...]]:
@@ -130,52 +131,267 @@ def _levels(dims: tuple[str, ...], keys: list[StratumKey]) -> list[tuple[str, ..
     return out
 
 
+@dataclass(frozen=True)
+class _Scope:
+    name: str
+    members: tuple[int, ...]  # indices into the ring's strata
+    share: float  # of the test's alpha
+
+
+def _scopes(keys: list[StratumKey], every: list[StratumKey], dims: tuple[str, ...],
+            stratified: bool, late_scope: str | None) -> list[_Scope]:
+    levels = _levels(dims, every) if stratified else [()]
+    n_levels = len(levels) + (1 if late_scope else 0)
+    out: list[_Scope] = []
+    for level in levels:
+        groups: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(str(project(k, level)), []).append(i)
+        n_groups = len({str(project(k, level)) for k in every})
+        for name in sorted(groups):
+            out.append(_Scope(OVERALL if not level else name, tuple(groups[name]),
+                              1 / n_levels / n_groups))
+    if late_scope:
+        out.append(_Scope(late_scope, tuple(range(len(keys))), 1 / n_levels))
+    return out
+
+
+def _member(scopes: list[_Scope], n: int) -> np.ndarray:
+    m = np.zeros((len(scopes), n))
+    for j, sc in enumerate(scopes):
+        m[j, list(sc.members)] = 1.0
+    return m
+
+
+def _period_phi(keys: list[StratumKey], source: Mapping[StratumKey, CohortCounts] | None
+                ) -> np.ndarray:
+    """Per stratum: variance-to-mean of crashes per closed 24-hour period (pooled fallback)."""
+    src = source or {}
+    per = [src.get(k, CohortCounts()) for k in keys]
+    f = np.array
+    phi = stats.period_dispersion(f([c.periods for c in per], dtype=np.float64),
+                                  f([c.period_crashes for c in per], dtype=np.float64),
+                                  f([c.period_crash_sq for c in per], dtype=np.float64))
+    pooled = sum(src.values(), CohortCounts())
+    fallback = stats.period_dispersion(f([pooled.periods], dtype=np.float64),
+                                       f([pooled.period_crashes], dtype=np.float64),
+                                       f([pooled.period_crash_sq], dtype=np.float64))[0]
+    few = f([c.periods for c in per]) < 30
+    return np.where(few, fallback, phi)
+
+
+def _window_phi(phi_period: np.ndarray, hours_each: np.ndarray) -> np.ndarray:
+    """The dispersion of counts over a window in which each device ran ``hours_each`` hours."""
+    out: np.ndarray = 1.0 + (phi_period - 1.0) * np.maximum(hours_each, 0.0) / HOURS
+    return out
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """One gate's per-stratum arrays: ring events/exposure, control, dispersion."""
+
+    a: np.ndarray
+    t: np.ndarray
+    b: np.ndarray
+    u: np.ndarray
+    phi: np.ndarray  # effective dispersion for the ring-vs-control comparison
+    phi_ring: np.ndarray  # the ring's own (limits)
+
+
+def _inputs(m: MetricDef, ring: list[CohortCounts], control: list[CohortCounts],
+            phi_period: np.ndarray, window_h: float) -> _Inputs:
+    f = np.array
+    rc = [m.counts(c) for c in ring]
+    cc = [m.counts(c) for c in control]
+    a, t = f([x[0] for x in rc], dtype=np.float64), f([x[1] for x in rc], dtype=np.float64)
+    b, u = f([x[0] for x in cc], dtype=np.float64), f([x[1] for x in cc], dtype=np.float64)
+    if not m.dispersed:
+        one = np.ones(len(ring))
+        return _Inputs(a, t, b, u, one, one)
+    devices = f([max(c.devices, 1) for c in ring], dtype=np.float64)
+    hours_ring = np.minimum(f([c.device_hours for c in ring]) / devices, window_h)
+    phi_r = _window_phi(phi_period, hours_ring)
+    phi_c = _window_phi(phi_period, np.full(len(ring), window_h))  # wall hours: an upper bound
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Var(log a/b) ~ phi_r/a + phi_c/b, which one factor phi matches with phi*(1/a + 1/b)
+        phi = np.where(a + b > 0, (phi_r * b + phi_c * a) / np.maximum(a + b, 1e-12), phi_r)
+    return _Inputs(a, t, b, u, np.maximum(phi, 1.0), phi_r)
+
+
 def evaluate_gate(gate: GateSpec, ring: Mapping[StratumKey, CohortCounts],
                   control: Mapping[StratumKey, CohortCounts] | None, *, alpha: float,
-                  dims: tuple[str, ...], carry: Mapping[str, float] | None = None
-                  ) -> GateVerdict:
-    """One gate's verdict: FAIL on a significant regression in any scope, PASS needs data.
-
-    Scopes: the whole ring, then (when ``stratified``) each variant, each region, each stratum.
-    The test's alpha is split evenly over the levels, then evenly over a level's groups.
-    """
-    keys = sorted(k for k, c in ring.items() if _events(gate.metric, c)[1] > 0)
+                  dims: tuple[str, ...], carry: Mapping[str, float] | None = None,
+                  dispersion: Mapping[StratumKey, CohortCounts] | None = None,
+                  window_h: float = 24.0, late_age: int | None = None,
+                  harm_confidence: float = 0.95) -> GateVerdict:
+    """One gate's verdict: FAIL on a significant regression in any scope; PASS needs data, no
+    missing control, and power (the harmful effect ruled out for the whole ring)."""
+    m = metric_def(gate.metric)
+    keys = sorted(k for k, c in ring.items() if m.counts(c)[1] > 0)
     if not keys:
         return _missing(gate, "the ring has no data for this metric")
-    # shares come from every stratum seen (ring and control), so they stay put from ring to ring
-    every = sorted({*keys, *(control or {})})
-    levels = _levels(dims, every) if gate.stratified else [()]
-    scopes: list[str] = []
-    r_list: list[CohortCounts] = []
-    c_list: list[CohortCounts] = []
-    shares: list[float] = []
-    for level in levels:
-        r_by = _collapse(ring, level)
-        c_by = _collapse(control, level) if control is not None else {}
-        groups = len({str(project(k, level)) for k in every})
-        for name in sorted(k for k in r_by if _events(gate.metric, r_by[k])[1] > 0):
-            scopes.append(OVERALL if not level else name)
-            r_list.append(r_by[name])
-            c_list.append(c_by.get(name, CohortCounts()))
-            shares.append(1 / len(levels) / groups)
-    tests = [t for t, on in (("control", gate.max_ratio is not None),
-                             ("limit", gate.limit is not None)) if on]
-    thresholds = np.array([1 / (alpha * sh) for sh in shares])
+    control = control or {}
+    every = sorted({*keys, *control})  # shares from every stratum seen: stable from ring to ring
+    late_scope = f"late>={late_age}h" if late_age is not None and m.late else None
+    scopes = _scopes(keys, every, dims, gate.stratified, late_scope)
+    normal = [sc for sc in scopes if sc.name != late_scope]
+    phi_period = _period_phi(keys, dispersion if dispersion is not None else control)
+    r_list = [ring[k] for k in keys]
+    c_list = [control.get(k, CohortCounts()) for k in keys]
+    data = _inputs(m, r_list, c_list, phi_period, window_h)
+    late_data = None
+    if late_scope is not None and late_age is not None:
+        late_data = _inputs(m, [c.at_age(late_age) for c in r_list],
+                            [c.at_age(late_age) for c in c_list], phi_period, window_h)
+    c = dict(carry or {})
     evidence: list[Evidence] = []
-    for test, key in zip(tests, gate.test_keys(), strict=True):
-        found = (_control(gate, scopes, r_list, c_list, thresholds) if test == "control"
-                 else _limit(gate, scopes, r_list, thresholds))
-        evidence.extend(_carry(e, (carry or {}).get(f"{key}|{e.scope}", 1.0)) for e in found)
+    power_threshold = 1 / (1 - harm_confidence)
+    if gate.max_ratio is not None:
+        key = f"{gate.metric.value}|control|{gate.max_ratio:g}"
+        evidence += _control(gate, m, normal, keys, data, alpha, c, key)
+        if late_data is not None and late_scope is not None:
+            late_sc = [sc for sc in scopes if sc.name == late_scope]
+            evidence += _control(gate, m, late_sc, keys, late_data, alpha, c, key)
+        evidence.append(_power_control(gate, m, keys, data, power_threshold, c))
+    if gate.limit is not None:
+        key = f"{gate.metric.value}|limit|{gate.limit:g}"
+        evidence += _limit(gate, m, normal, data, alpha, c, key)
+        evidence.append(_power_limit(gate, m, data, power_threshold, c))
     return _combine(gate, evidence)
 
 
-def _carry(e: Evidence, carried: float) -> Evidence:
-    if carried == 1.0:
-        return e
-    value = min(e.e_value * carried, 1e300)
-    phase = e.phase if e.phase is Phase.WAIT else (
-        Phase.FAIL if value >= e.threshold else Phase.PASS)
-    return replace(e, e_value=value, carried=carried, phase=phase)
+def _e(log_e: float) -> float:
+    return math.exp(min(log_e, 700.0))
+
+
+def _control(gate: GateSpec, m: MetricDef, scopes: list[_Scope], keys: list[StratumKey],
+             d: _Inputs, alpha: float, carry: Mapping[str, float], key: str) -> list[Evidence]:
+    assert gate.max_ratio is not None
+    has = (d.t > 0) & (d.u > 0)
+    x = np.where(has, d.t / np.where(d.u > 0, d.u, 1.0), 0.0)
+    qa, qn = d.a / d.phi, (d.a + d.b) / d.phi
+    member = _member(scopes, len(keys)) * has[None, :]
+    theta, logw = stats.fail_grid(gate.max_ratio, gate.detect_ratio)
+    log_e = stats.log_e_stratified(qa, qn, x, member, theta, logw, math.log(gate.max_ratio))
+    est, lo, hi = stats.stratified_ratio(qa, qn, x, member)
+    out = []
+    for j, sc in enumerate(scopes):
+        idx = list(sc.members)
+        with_control = [i for i in idx if has[i]]
+        without = [str(keys[i]) for i in idx if not has[i]]
+        t_sum = float(d.t[idx].sum())
+        rate = float(d.a[idx].sum()) / t_sum if t_sum > 0 else None
+        tw = float(d.t[with_control].sum())
+        ref = (float((d.t[with_control] * d.b[with_control] / d.u[with_control]).sum()) / tw
+               if with_control and tw > 0 else None)  # the control's rates at the ring's mix
+        threshold = 1 / (alpha * sc.share)
+        carried = carry.get(f"{key}|{sc.name}", 1.0)
+        e = min(_e(float(log_e[j])) * carried, 1e300) if with_control else carried
+        if not with_control or (len(idx) == 1 and without):
+            phase, note = Phase.WAIT, "no control data"
+        else:
+            phase = Phase.FAIL if e >= threshold else Phase.PASS
+            note = f"no control for {', '.join(without)}" if without else ""
+        b_sum, u_sum = float(d.b[idx].sum()), float(d.u[idx].sum())
+        out.append(Evidence(sc.name, "control", gate.max_ratio, round(float(d.a[idx].sum())),
+                            t_sum, rate, ref, round(b_sum), u_sum,
+                            float(est[j]) if with_control else None,
+                            (float(lo[j]), float(hi[j])) if with_control else None, e, threshold,
+                            carried, float(np.max(d.phi[idx])), phase, note))
+    return out
+
+
+def _needs(events: float, exposure: float, phi: float, ratio: float | None, harm: float,
+           threshold: float, rate_ref: float | None) -> float | None:
+    """Roughly the exposure still needed before the harm can be ruled out (normal approx.)."""
+    r = max(ratio or 1.0, 1.0)
+    if r >= harm:
+        return None
+    need_events = 2 * phi * (math.log(threshold) + 1) / (math.log(harm) - math.log(r)) ** 2
+    rate = events / exposure if events > 0 and exposure > 0 else rate_ref
+    if not rate:
+        return None
+    return max(need_events / rate - exposure, 0.0)
+
+
+def _power_control(gate: GateSpec, m: MetricDef, keys: list[StratumKey], d: _Inputs,
+                   threshold: float, carry: Mapping[str, float]) -> Evidence:
+    harm = gate.harm
+    has = (d.t > 0) & (d.u > 0)
+    x = np.where(has, d.t / np.where(d.u > 0, d.u, 1.0), 0.0)
+    qa, qn = d.a / d.phi, (d.a + d.b) / d.phi
+    member = has[None, :].astype(np.float64)
+    theta, logw = stats.pass_grid(harm)
+    log_e = float(stats.log_e_stratified(qa, qn, x, member, theta, logw, math.log(harm))[0])
+    est, lo, hi = stats.stratified_ratio(qa, qn, x, member)
+    carried = carry.get(f"{gate.metric.value}|power-control|{harm:g}|{OVERALL}", 1.0)
+    e = min(_e(log_e) * carried, 1e300) if has.any() else carried
+    t_sum, a_sum = float(d.t[has].sum()), float(d.a[has].sum())
+    ref = float((d.t[has] * d.b[has] / d.u[has]).sum()) / t_sum if t_sum > 0 else None
+    phi = float((d.phi[has] * d.t[has]).sum() / t_sum) if t_sum > 0 else 1.0
+    ratio = float(est[0]) if has.any() else None
+    phase = Phase.PASS if has.any() and e >= threshold else Phase.WAIT
+    needs = None if phase is Phase.PASS else _needs(a_sum, t_sum, phi, ratio, harm, threshold / e
+                                                    if e > 1 else threshold, ref)
+    return Evidence(OVERALL, "power-control", harm, round(a_sum), t_sum,
+                    a_sum / t_sum if t_sum > 0 else None, ref, round(float(d.b[has].sum())),
+                    float(d.u[has].sum()), ratio,
+                    (float(lo[0]), float(hi[0])) if has.any() else None, e, threshold, carried,
+                    phi, phase, "" if has.any() else "no control data", needs)
+
+
+def _limit(gate: GateSpec, m: MetricDef, scopes: list[_Scope], d: _Inputs, alpha: float,
+           carry: Mapping[str, float], key: str) -> list[Evidence]:
+    assert gate.limit is not None
+    limit = gate.limit
+    member = _member(scopes, len(d.a))
+    a, t = member @ d.a, member @ d.t
+    phi = np.where(t > 0, (member @ (d.phi_ring * d.t)) / np.maximum(t, 1e-12), 1.0)
+    theta, logw = stats.fail_grid(1.0, gate.detect_ratio)
+    log_e = stats.log_e_single(a / phi, t / phi, m.family.value, limit, theta, logw, 0.0)
+    if m.family is Family.RATE:
+        lo, hi = stats.poisson_interval(a, np.maximum(t, 1e-12))
+    else:
+        lo, hi = stats.proportion_interval(np.minimum(a, t), np.maximum(t, 1))
+    out = []
+    for j, sc in enumerate(scopes):
+        has = bool(t[j] > 0)
+        carried = carry.get(f"{key}|{sc.name}", 1.0)
+        e = min(_e(float(log_e[j])) * carried, 1e300) if has else carried
+        threshold = 1 / (alpha * sc.share)
+        phase = Phase.WAIT if not has else Phase.FAIL if e >= threshold else Phase.PASS
+        rate = float(a[j] / t[j]) if has else None
+        out.append(Evidence(sc.name, "limit", limit, round(float(a[j])), float(t[j]), rate, limit,
+                            None, None, None if rate is None else rate / limit,
+                            (float(lo[j]) / limit, float(hi[j]) / limit) if has else None,
+                            e, threshold, carried, float(phi[j]), phase, "" if has else "no data"))
+    return out
+
+
+def _power_limit(gate: GateSpec, m: MetricDef, d: _Inputs, threshold: float,
+                 carry: Mapping[str, float]) -> Evidence:
+    assert gate.limit is not None
+    limit = gate.limit
+    harm = gate.harm
+    if m.family is Family.SHARE and limit * harm >= 1:
+        harm = (1 + limit) / 2 / limit  # a share cannot exceed 1
+    a, t = float(d.a.sum()), float(d.t.sum())
+    phi = float((d.phi_ring * d.t).sum() / t) if t > 0 else 1.0
+    theta, logw = stats.pass_grid(harm)
+    log_e = float(stats.log_e_single(np.array([a / phi]), np.array([t / phi]), m.family.value,
+                                     limit, theta, logw, math.log(harm))[0])
+    carried = carry.get(f"{gate.metric.value}|power-limit|{limit:g}|{OVERALL}", 1.0)
+    e = min(_e(log_e) * carried, 1e300) if t > 0 else carried
+    phase = Phase.PASS if t > 0 and e >= threshold else Phase.WAIT
+    rate = a / t if t > 0 else None
+    needs = None
+    if phase is not Phase.PASS and t > 0:
+        need_events = 2 * phi * (math.log(threshold) + 1) / math.log(harm) ** 2
+        expected = max(a, need_events) / max(rate or 0.0, limit)
+        needs = max(expected - t, 0.0)
+    return Evidence(OVERALL, "power-limit", harm, round(a), t, rate, limit, None, None,
+                    None if rate is None else rate / limit, None, e, threshold, carried, phi,
+                    phase, "" if t > 0 else "no data", needs)
 
 
 def carry_out(verdict: RingVerdict, previous: Mapping[str, float] | None = None
@@ -189,20 +405,40 @@ def carry_out(verdict: RingVerdict, previous: Mapping[str, float] | None = None
 
 
 def _combine(gate: GateSpec, evidence: list[Evidence]) -> GateVerdict:
-    failed = [e for e in evidence if e.phase is Phase.FAIL]
+    tests = [e for e in evidence if not e.test.startswith("power")]
+    failed = [e for e in tests if e.phase is Phase.FAIL]
     if failed:
         top = max(failed, key=lambda e: e.e_value / e.threshold)
         return GateVerdict(gate.metric, Phase.FAIL, f"{gate.metric.value} regressed in "
                            f"{top.scope} ({top.test}: ratio {_fmt(top.ratio)}, "
                            f"e-value {top.e_value:.3g} >= {top.threshold:.3g})", tuple(evidence))
-    missing = [e for e in evidence if e.phase is not Phase.PASS]
+    missing = [e for e in tests if e.phase is not Phase.PASS]
     if missing:
         where = ", ".join(sorted({e.scope for e in missing}))
         phase = Phase.FAIL if gate.missing is Missing.FAIL else Phase.WAIT
         return GateVerdict(gate.metric, phase, f"{gate.metric.value}: no data to compare for "
                            f"{where} (missing: {gate.missing.value})", tuple(evidence))
+    weak = [e for e in evidence if e.test.startswith("power") and e.phase is not Phase.PASS]
+    if weak:
+        e = weak[0]
+        unit = metric_def(gate.metric).unit
+        what = ("vs control" if e.test == "power-control" else f"vs the limit {e.reference_rate:g}")
+        need = (f"; needs ~{_round(e.needs)} more {unit}" if e.needs is not None else
+                "; not while the observed ratio stays this high")
+        return GateVerdict(gate.metric, Phase.WAIT, f"{gate.metric.value}: not enough evidence "
+                           f"yet to rule out a {e.margin:.3g}x regression {what} (ratio "
+                           f"{_fmt(e.ratio)}, e-value {e.e_value:.3g} of {e.threshold:.3g}){need}",
+                           tuple(evidence))
     return GateVerdict(gate.metric, Phase.PASS, f"{gate.metric.value}: no significant "
-                       "regression", tuple(evidence))
+                       "regression, harm ruled out", tuple(evidence))
+
+
+def _round(x: float | None) -> str:
+    if x is None:
+        return "?"
+    if x >= 100:
+        return f"{round(x, -2 if x < 10_000 else -3):,.0f}"
+    return f"{x:.0f}"
 
 
 def _missing(gate: GateSpec, why: str) -> GateVerdict:
@@ -211,155 +447,26 @@ def _missing(gate: GateSpec, why: str) -> GateVerdict:
                        f"(missing: {gate.missing.value})", ())
 
 
-def _arrays(metric: Metric, counts: list[CohortCounts]) -> tuple[np.ndarray, np.ndarray]:
-    pairs = [_events(metric, c) for c in counts]
-    return (np.array([p[0] for p in pairs], dtype=np.float64),
-            np.array([p[1] for p in pairs], dtype=np.float64))
-
-
-def _phi(metric: Metric, counts: list[CohortCounts]) -> np.ndarray:
-    if metric is not Metric.CRASH_RATE:
-        return np.ones(len(counts))
-    return stats.dispersion(np.array([c.crashes for c in counts], dtype=np.float64),
-                            np.array([c.crashing_devices for c in counts], dtype=np.float64),
-                            np.array([c.devices for c in counts], dtype=np.float64))
-
-
-def _control(gate: GateSpec, scopes: list[str], r_list: list[CohortCounts],
-             c_list: list[CohortCounts], thresholds: np.ndarray) -> list[Evidence]:
-    assert gate.max_ratio is not None
-    if gate.metric is Metric.CRASHING_DEVICE_RATE:
-        return _control_crashing(gate, scopes, r_list, c_list, thresholds)
-    a, ta = _arrays(gate.metric, r_list)
-    b, tb = _arrays(gate.metric, c_list)
-    # one dispersion for both sides keeps the exposure ratio; the larger one is the cautious one
-    phi = np.maximum(_phi(gate.metric, r_list), _phi(gate.metric, c_list))
-    has = (ta > 0) & (tb > 0)
-    x = np.where(has, ta / np.where(tb > 0, tb, 1.0), 1.0)
-    ae, be = np.floor(a / phi + 0.5), np.floor(b / phi + 0.5)
-    n = ae + be
-    p0 = gate.max_ratio * x / (gate.max_ratio * x + 1)
-    p1 = gate.detect_ratio * x / (gate.detect_ratio * x + 1)
-    log_e = stats.log_e_binomial(ae, n, p0, p1)
-    lo, hi = stats.ratio_interval(a, a + b, x)
-    out = []
-    for i, scope in enumerate(scopes):
-        rate = a[i] / ta[i] if ta[i] > 0 else None
-        ref = b[i] / tb[i] if tb[i] > 0 else None
-        e = math.exp(min(float(log_e[i]), 700.0)) if has[i] else 1.0
-        phase = (Phase.WAIT if not has[i] else Phase.FAIL if e >= thresholds[i] else Phase.PASS)
-        ratio = rate / ref if rate is not None and ref else None
-        out.append(Evidence(scope, "control", gate.max_ratio, int(a[i]), float(ta[i]), rate, ref,
-                            int(b[i]),
-                            float(tb[i]), ratio, (float(lo[i]), float(hi[i])) if has[i] else None,
-                            e, float(thresholds[i]), 1.0, float(phi[i]), phase,
-                            "" if has[i] else "no control data"))
-    return out
-
-
-def _control_crashing(gate: GateSpec, scopes: list[str], r_list: list[CohortCounts],
-                      c_list: list[CohortCounts], thresholds: np.ndarray) -> list[Evidence]:
-    """Devices that crashed at least once, against what the control predicts for the ring.
-
-    Ring devices have run the release for fewer hours than control devices have been watched, so
-    shares are not compared directly: the control gives the crash rate per device-hour and the
-    gamma-Poisson shape ``k`` (from its crashing share); the ring's expected crashing share at
-    ratio ``r`` is ``1 - (1 + r*rate*h/k) ** -k`` at the ring's mean hours ``h`` (an upper bound
-    on the average over devices, so the test errs towards PASS). Then a binomial e-value.
-    """
-    assert gate.max_ratio is not None
-    f = np.array
-    n_r = f([c.devices for c in r_list], dtype=np.float64)
-    a = f([c.crashing_devices for c in r_list], dtype=np.float64)
-    h_r = f([c.device_hours for c in r_list], dtype=np.float64) / np.maximum(n_r, 1)
-    n_c = f([c.devices for c in c_list], dtype=np.float64)
-    crashes_c = f([c.crashes for c in c_list], dtype=np.float64)
-    hours_c = f([c.device_hours for c in c_list], dtype=np.float64)
-    phi = stats.dispersion(crashes_c, f([c.crashing_devices for c in c_list], dtype=np.float64),
-                           n_c)
-    has = (n_r > 0) & (hours_c > 0) & (n_c > 0)
-    rate = np.where(has, crashes_c / np.where(hours_c > 0, hours_c, 1.0), 0.0)
-    m_c = crashes_c / np.maximum(n_c, 1)
-    k = np.where(phi > 1, m_c / np.maximum(phi - 1, 1e-12), np.inf)
-
-    def share(ratio: float) -> np.ndarray:
-        mu = ratio * rate * h_r
-        with np.errstate(over="ignore", invalid="ignore"):
-            nb = 1 - np.power(1 + mu / np.where(np.isfinite(k), k, 1.0), -k)
-        return np.where(np.isfinite(k), nb, -np.expm1(-mu))
-
-    p_ref, p0, p1 = share(1.0), share(gate.max_ratio), share(gate.detect_ratio)
-    ok = has & (p0 > 0) & (p0 < 1)
-    log_e = stats.log_e_binomial(a, np.where(ok, n_r, 0), np.where(ok, p0, 0.5),
-                                 np.where(ok, np.maximum(p1, p0 * 1.01), 0.6))
-    lo, hi = stats.proportion_interval(a, np.maximum(n_r, 1))
-    out = []
-    for i, scope in enumerate(scopes):
-        e = math.exp(min(float(log_e[i]), 700.0)) if ok[i] else 1.0
-        phase = Phase.WAIT if not has[i] else Phase.FAIL if e >= thresholds[i] else Phase.PASS
-        rr = a[i] / n_r[i] if n_r[i] else None
-        ref = float(p_ref[i]) if has[i] else None
-        ratio = rr / ref if rr is not None and ref else None
-        interval = (float(lo[i] / ref), float(hi[i] / ref)) if ref else None
-        out.append(Evidence(scope, "control", gate.max_ratio, int(a[i]), float(n_r[i]), rr, ref,
-                            c_list[i].crashing_devices, float(n_c[i]), ratio, interval, e,
-                            float(thresholds[i]), 1.0, float(phi[i]), phase,
-                            "" if has[i] else "no control data"))
-    return out
-
-
-def _limit(gate: GateSpec, scopes: list[str], r_list: list[CohortCounts],
-           thresholds: np.ndarray) -> list[Evidence]:
-    assert gate.limit is not None
-    limit = gate.limit
-    a, t = _arrays(gate.metric, r_list)
-    phi = _phi(gate.metric, r_list)
-    if gate.metric is Metric.CRASH_RATE:
-        lim = np.full_like(t, limit)
-        log_e = stats.log_e_poisson(np.floor(a / phi + 0.5), t / phi, lim, gate.detect_ratio * lim)
-        lo, hi = stats.poisson_interval(a, np.maximum(t, 1e-12))
-    else:
-        p0 = np.full_like(t, limit)
-        p1 = np.minimum(gate.detect_ratio * p0, (1 + p0) / 2)
-        log_e = stats.log_e_binomial(a, t, p0, p1)
-        lo, hi = stats.proportion_interval(a, np.maximum(t, 1))
-    out = []
-    for i, scope in enumerate(scopes):
-        has = bool(t[i] > 0)
-        e = math.exp(min(float(log_e[i]), 700.0)) if has else 1.0
-        phase = Phase.WAIT if not has else Phase.FAIL if e >= thresholds[i] else Phase.PASS
-        rate = a[i] / t[i] if has else None
-        out.append(Evidence(scope, "limit", limit, int(a[i]), float(t[i]), rate, limit, None,
-                            None, None if rate is None else rate / limit,
-                            (float(lo[i]) / limit, float(hi[i]) / limit) if has else None,
-                            e, float(thresholds[i]), 1.0, float(phi[i]), phase,
-                            "" if has else "no data"))
-    return out
-
-
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
 def evaluate_ring(plan: Plan, ring_index: int, obs: Observation,
                   carry: Mapping[str, float] | None = None) -> RingVerdict:
-    """The ring's verdict: its readiness (soak, reporting devices) and every gate, worst-of.
-
-    A gate may FAIL before the soak ends (a clear regression); PASS needs the soak.
-    """
+    """The ring's verdict: its readiness (soak, reporting devices, late soak) and every gate,
+    worst-of. A gate may FAIL before the soak ends (a clear regression); PASS needs the soak."""
     spec = plan.rings[ring_index]
-    if obs.ring is None:
-        gates = tuple(_missing(g, "telemetry unavailable") for g in spec.gates)
-        return RingVerdict(spec.name, worst([Phase.WAIT, *(g.phase for g in gates)]),
-                           ("telemetry unavailable", *(g.reason for g in gates)), gates, 0, 0.0,
-                           obs.since, obs.until)
     alpha = plan.test_alpha
+    window_h = max((obs.until - obs.since).total_seconds() / 3600, 1e-9)
+    late_age = spec.late_soak.after_hours if spec.late_soak is not None else None
     verdicts = []
     for g in spec.gates:
-        control = obs.install_control if (g.metric is Metric.INSTALL_FAILURE_RATE
+        m = metric_def(g.metric)
+        control = obs.install_control if (m.control is Control.INSTALL_RECORD
                                           and obs.install_control is not None) else obs.control
         verdicts.append(evaluate_gate(g, obs.ring, control, alpha=alpha, dims=plan.strata,
-                                      carry=carry))
+                                      carry=carry, dispersion=obs.dispersion, window_h=window_h,
+                                      late_age=late_age, harm_confidence=plan.harm_confidence))
     total = sum(obs.ring.values(), CohortCounts())
     ready = []
     if total.devices < spec.min_reporting_devices:
@@ -367,9 +474,18 @@ def evaluate_ring(plan: Plan, ring_index: int, obs: Observation,
     if total.device_hours < spec.soak_device_hours:
         ready.append(f"soak {total.device_hours:.0f} of {spec.soak_device_hours:.0f} "
                      "device-hours")
+    if spec.late_soak is not None:
+        late = total.at_age(spec.late_soak.after_hours)
+        if late.device_hours < spec.late_soak.device_hours:
+            ready.append(f"late soak {late.device_hours:.0f} of "
+                         f"{spec.late_soak.device_hours:.0f} device-hours run after "
+                         f"{spec.late_soak.after_hours} h on the image")
+        if late.devices < spec.late_soak.devices:
+            ready.append(f"{late.devices} of {spec.late_soak.devices} devices past "
+                         f"{spec.late_soak.after_hours} h on the image")
     phase = worst([Phase.WAIT if ready else Phase.PASS, *(v.phase for v in verdicts)])
     reasons = tuple(ready) + tuple(v.reason for v in verdicts if v.phase is not Phase.PASS)
     if phase is Phase.PASS:
-        reasons = ("soak done, every gate passed",)
+        reasons = ("soak done, every gate passed with the harm ruled out",)
     return RingVerdict(spec.name, phase, reasons, tuple(verdicts), total.devices,
                        total.device_hours, obs.since, obs.until)

@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NewType, TypeVar
 
+from otactl.telemetry.counters import LATE_AGES as LATE_AGES_H  # the ages telemetry counts
 from otactl.yamlio import FieldPath, YamlDoc, check_keys, load_yaml, parse_yaml
 
 RingName = NewType("RingName", str)
@@ -23,9 +24,18 @@ STRATA_DIMENSIONS = ("model", "variant", "region")
 
 
 class Metric(StrEnum):
+    """The gated metrics; what each counts is one row of ``otactl.rollout.metrics.METRICS``."""
+
     INSTALL_FAILURE_RATE = "install_failure_rate"  # failed / finished installs
     CRASH_RATE = "crash_rate"  # crashes per device-hour
-    CRASHING_DEVICE_RATE = "crashing_device_rate"  # devices with >= 1 crash / reporting devices
+    CRASH_HOUR_RATE = "crash_hour_rate"  # share of device-hours with a crash (1 - crash-free hours)
+
+
+# Metrics that plans used to name, and what replaced them (refused with this hint).
+RETIRED_METRICS = {
+    "crashing_device_rate": "crash_hour_rate (window-additive crash-hours replace cumulative "
+                            "crashing devices, docs/decisions/0105-window-additive-counts.md)",
+}
 
 
 class Missing(StrEnum):
@@ -65,6 +75,7 @@ class GateSpec:
     limit: float | None = None  # absolute limit on the rate
     detect_ratio: float = 2.0  # the regression the sequential test is tuned to catch fastest
     stratified: bool = True  # also test each stratum (with alpha split across strata)
+    harm_ratio: float | None = None  # the effect a PASS must rule out (default: detect_ratio)
 
     def __post_init__(self) -> None:
         if self.max_ratio is None and self.limit is None:
@@ -73,6 +84,13 @@ class GateSpec:
             raise ValueError("max_ratio must be >= 1")
         if self.max_ratio is not None and self.detect_ratio <= self.max_ratio:
             raise ValueError("detect_ratio must exceed max_ratio")
+        if self.harm_ratio is not None and self.harm_ratio <= max(self.max_ratio or 1.0, 1.0):
+            raise ValueError("harm_ratio must exceed max_ratio (and 1)")
+
+    @property
+    def harm(self) -> float:
+        """The ratio (to control, or to the limit) that a PASS must rule out."""
+        return self.harm_ratio if self.harm_ratio is not None else self.detect_ratio
 
     def test_keys(self) -> list[str]:
         out = []
@@ -96,6 +114,26 @@ class Approvals:
 
 
 @dataclass(frozen=True)
+class LateSoak:
+    """Per-device soak: hours run by devices that already had ``after_hours`` on the new image.
+
+    The ring waits until its devices have run ``device_hours`` past that age (and, optionally,
+    ``devices`` devices have passed it), and the crash gates also test those late hours alone,
+    so a failure that starts after a day on the image is seen in the ring.
+    """
+
+    after_hours: int
+    device_hours: float
+    devices: int = 0
+
+    def __post_init__(self) -> None:
+        if self.after_hours not in LATE_AGES_H:
+            raise ValueError(f"after_hours must be one of {LATE_AGES_H}")
+        if self.device_hours < 0 or self.devices < 0:
+            raise ValueError("late soak figures must not be negative")
+
+
+@dataclass(frozen=True)
 class RingSpec:
     name: RingName
     selector: Selector
@@ -104,6 +142,7 @@ class RingSpec:
     gates: tuple[GateSpec, ...]
     approvals: Approvals | None = None
     on_failure: OnFailure = OnFailure.ROLLBACK
+    late_soak: LateSoak | None = None
 
 
 @dataclass(frozen=True)
@@ -114,12 +153,15 @@ class Plan:
     salt: str | None = None
     false_rollback_budget: float = 0.01
     source: str = "<memory>"
+    harm_confidence: float = 0.95  # a PASS rules out each gate's harm with this confidence
 
     def __post_init__(self) -> None:
         if not self.rings:
             raise ValueError("a plan needs at least one ring")
         if not 0.0 < self.false_rollback_budget < 1.0:
             raise ValueError("false_rollback_budget must be in (0, 1)")
+        if not 0.5 <= self.harm_confidence < 1.0:
+            raise ValueError("harm_confidence must be in [0.5, 1)")
 
     def test_keys(self) -> list[str]:
         """The distinct tests of the plan: (metric, kind, margin). A test that recurs in several
@@ -144,10 +186,10 @@ class Plan:
         raise KeyError(name)
 
 
-_TOP = {"schema", "name", "strata", "salt", "false_rollback_budget", "rings"}
+_TOP = {"schema", "name", "strata", "salt", "false_rollback_budget", "harm_confidence", "rings"}
 _RING = {"name", "selector", "soak_device_hours", "min_reporting_devices", "gates", "approvals",
-         "on_failure"}
-_GATE = {"metric", "max_ratio", "limit", "detect_ratio", "missing", "stratified"}
+         "on_failure", "late_soak"}
+_GATE = {"metric", "max_ratio", "limit", "detect_ratio", "harm_ratio", "missing", "stratified"}
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -168,13 +210,16 @@ def _plan(doc: YamlDoc) -> Plan:
     budget = _number(doc, ("false_rollback_budget",), top.get("false_rollback_budget", 0.01))
     if not 0.0 < budget < 1.0:
         raise doc.error(("false_rollback_budget",), "must be between 0 and 1 (exclusive)")
+    confidence = _number(doc, ("harm_confidence",), top.get("harm_confidence", 0.95))
+    if not 0.5 <= confidence < 1.0:
+        raise doc.error(("harm_confidence",), "must be at least 0.5 and below 1")
     raw_rings = top["rings"]
     if not isinstance(raw_rings, list) or not raw_rings:
         raise doc.error(("rings",), "must be a non-empty list of rings")
     rings = tuple(_ring(doc, ("rings", i), r) for i, r in enumerate(raw_rings))
     _check_order(doc, rings)
     return Plan(name=name, rings=rings, strata=strata, salt=salt, false_rollback_budget=budget,
-                source=doc.path)
+                source=doc.path, harm_confidence=confidence)
 
 
 def _check_order(doc: YamlDoc, rings: tuple[RingSpec, ...]) -> None:
@@ -222,8 +267,27 @@ def _ring(doc: YamlDoc, where: FieldPath, raw: Any) -> RingSpec:
     if r.get("approvals") is not None:
         approvals = _approvals(doc, (*where, "approvals"), r["approvals"])
     on_failure = _enum(doc, (*where, "on_failure"), r.get("on_failure", "rollback"), OnFailure)
+    late = None
+    if r.get("late_soak") is not None:
+        late = _late_soak(doc, (*where, "late_soak"), r["late_soak"])
     return RingSpec(name, _selector(doc, (*where, "selector"), r["selector"]), soak, min_dev,
-                    gates, approvals, on_failure)
+                    gates, approvals, on_failure, late)
+
+
+def _late_soak(doc: YamlDoc, where: FieldPath, raw: Any) -> LateSoak:
+    s = check_keys(doc, where, raw, {"after_hours", "device_hours", "devices"},
+                   {"after_hours", "device_hours"})
+    after = s["after_hours"]
+    if isinstance(after, bool) or after not in LATE_AGES_H:
+        raise doc.error((*where, "after_hours"), "must be one of "
+                        f"{', '.join(map(str, LATE_AGES_H))} (the ages telemetry counts)")
+    hours = _number(doc, (*where, "device_hours"), s["device_hours"])
+    if hours < 0:
+        raise doc.error((*where, "device_hours"), "must not be negative")
+    devices = s.get("devices", 0)
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 0:
+        raise doc.error((*where, "devices"), "must be a non-negative integer")
+    return LateSoak(int(after), hours, devices)
 
 
 def _selector(doc: YamlDoc, where: FieldPath, raw: Any) -> Selector:
@@ -244,6 +308,9 @@ def _selector(doc: YamlDoc, where: FieldPath, raw: Any) -> Selector:
 
 def _gate(doc: YamlDoc, where: FieldPath, raw: Any) -> GateSpec:
     g = check_keys(doc, where, raw, _GATE, {"metric", "missing"})
+    if isinstance(g["metric"], str) and g["metric"] in RETIRED_METRICS:
+        raise doc.error((*where, "metric"), f"{g['metric']!r} was retired; use "
+                        f"{RETIRED_METRICS[g['metric']]}")
     metric = _enum(doc, (*where, "metric"), g["metric"], Metric)
     missing = _enum(doc, (*where, "missing"), g["missing"], Missing)
     if "max_ratio" not in g and "limit" not in g:
@@ -256,7 +323,7 @@ def _gate(doc: YamlDoc, where: FieldPath, raw: Any) -> GateSpec:
     limit = None
     if "limit" in g:
         limit = _number(doc, (*where, "limit"), g["limit"])
-        top = None if metric is Metric.CRASH_RATE else 1.0
+        top = None if metric is Metric.CRASH_RATE else 1.0  # the other two are shares
         if limit <= 0 or (top is not None and limit >= top):
             raise doc.error((*where, "limit"), "must be a rate above 0" +
                             ("" if top is None else " and below 1"))
@@ -266,7 +333,12 @@ def _gate(doc: YamlDoc, where: FieldPath, raw: Any) -> GateSpec:
     stratified = g.get("stratified", True)
     if not isinstance(stratified, bool):
         raise doc.error((*where, "stratified"), "must be true or false")
-    return GateSpec(metric, missing, max_ratio, limit, detect, stratified)
+    harm = None
+    if "harm_ratio" in g:
+        harm = _number(doc, (*where, "harm_ratio"), g["harm_ratio"])
+        if harm <= max(max_ratio or 1.0, 1.0):
+            raise doc.error((*where, "harm_ratio"), "must be greater than max_ratio and 1")
+    return GateSpec(metric, missing, max_ratio, limit, detect, stratified, harm)
 
 
 def _approvals(doc: YamlDoc, where: FieldPath, raw: Any) -> Approvals:

@@ -1,16 +1,16 @@
-"""Always-valid (e-value) tests behind the health gates, vectorised over strata.
+"""Always-valid (e-value) tests behind the health gates, vectorised over strata and scopes.
 
-Each function returns ``log E``; rejecting when ``E >= 1/alpha`` keeps the false-alarm chance under
-``alpha`` however often the gate looks (Ville's inequality);
-see docs/decisions/0101-sequential-gates.md.
+Each test returns ``log E``; rejecting when ``E >= 1/alpha`` keeps the false-alarm chance under
+``alpha`` however often the gate looks (Ville's inequality), docs/decisions/0101 and 0107.
 
-- :func:`log_e_binomial`: ``a`` successes in ``n`` trials, ``H0: p <= p0``. The alternative is a
-  Beta prior truncated to ``p >= p0`` (so the test is valid for the whole composite null), which
-  gives a closed form with ``scipy.stats.betabinom``. Used for a ring against its concurrent control
-  (given ``a + b`` events, ``a ~ Binomial(a + b, p)`` with ``p0 = r0*x/(r0*x + 1)``,
-  ``x = exposure_ring / exposure_control``) and for proportions against an absolute limit.
-- :func:`log_e_poisson`: ``a`` events over exposure ``t``, ``H0: rate <= limit``; Gamma prior
-  truncated to ``rate >= limit``, marginal ``scipy.stats.nbinom``.
+- :func:`log_e_stratified`: a ring against its concurrent control, stratum by stratum under one
+  common ratio (a mixture of likelihood ratios over a grid of ratios beyond the null's boundary).
+  Used both ways: "ratio <= max_ratio" (FAIL when rejected) and "ratio >= harm" (the power a PASS
+  needs).
+- :func:`log_e_single`: one sample against an absolute level (Poisson rate or binomial share).
+- :func:`period_dispersion`: overdispersion from closed 24-hour periods (variance-to-mean).
+- Intervals for reading: :func:`stratified_ratio` (likelihood interval of the common ratio),
+  :func:`poisson_interval`, :func:`proportion_interval` (exact, one look).
 """
 
 from __future__ import annotations
@@ -20,48 +20,6 @@ from numpy.typing import NDArray
 from scipy import stats
 
 Array = NDArray[np.float64]
-
-PRIOR_SHAPE = 4.0  # prior shape: its mean sits at the regression to detect, sd about half of it
-
-
-def _prior_ab(mean: Array) -> tuple[Array, Array]:
-    mean = np.clip(mean, 1e-9, 1 - 1e-9)
-    return np.full_like(mean, PRIOR_SHAPE), PRIOR_SHAPE * (1 - mean) / mean
-
-
-def log_e_binomial(a: Array, n: Array, p0: Array, p1: Array) -> Array:
-    """log e-value for ``H0: p <= p0`` with prior mean ``p1 > p0``."""
-    alpha, beta = _prior_ab(p1)
-    with np.errstate(invalid="ignore"):
-        out: Array = (stats.betabinom.logpmf(a, n, alpha, beta)
-                      + stats.beta.logsf(p0, alpha + a, beta + n - a)
-                      - stats.beta.logsf(p0, alpha, beta)
-                      - stats.binom.logpmf(a, n, p0))
-    # a degenerate null (p0 rounds to 0 or 1: no usable control) is no evidence either way
-    return np.where((n > 0) & (np.isfinite(out) | (out == -np.inf)), out, 0.0)
-
-
-def log_e_poisson(a: Array, t: Array, limit: Array, rate1: Array) -> Array:
-    """log e-value for ``H0: rate <= limit`` with prior mean ``rate1 > limit``."""
-    shape = PRIOR_SHAPE
-    rate = shape / rate1  # Gamma(shape, rate) has mean rate1
-    with np.errstate(invalid="ignore"):
-        out: Array = (stats.nbinom.logpmf(a, shape, rate / (rate + t))
-                      + stats.gamma.logsf(limit, shape + a, scale=1 / (rate + t))
-                      - stats.gamma.logsf(limit, shape, scale=1 / rate)
-                      - stats.poisson.logpmf(a, limit * t))
-    return np.where((t > 0) & (np.isfinite(out) | (out == -np.inf)), out, 0.0)
-
-
-def ratio_interval(a: Array, n: Array, x: Array, level: float = 0.95) -> tuple[Array, Array]:
-    """Exact (Clopper-Pearson, one look) interval of the rate ratio (conditional binomial)."""
-    q = (1 - level) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo_p = np.where(a > 0, stats.beta.ppf(q, a, n - a + 1), 0.0)
-        hi_p = np.where(a < n, stats.beta.ppf(1 - q, a + 1, n - a), 1.0)
-        lo = lo_p / ((1 - lo_p) * x)
-        hi = np.where(hi_p < 1, hi_p / ((1 - hi_p) * x), np.inf)
-    return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
 def proportion_interval(a: Array, n: Array, level: float = 0.95) -> tuple[Array, Array]:
@@ -78,26 +36,98 @@ def poisson_interval(a: Array, t: Array, level: float = 0.95) -> tuple[Array, Ar
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
-def dispersion(crashes: Array, crashing: Array, devices: Array) -> Array:
-    """Variance-to-mean ratio of per-device crash counts, estimated from crashing devices.
+# ----------------------------------------------------------------- stratified mixture e-values
+# A scope (the whole ring, a variant, a region, a stratum, late hours) combines the evidence of
+# its strata under one common ratio ``r`` (Mantel-Haenszel style), never by pooling counts: in
+# stratum s, given a_s + b_s events, a_s ~ Binomial(a_s + b_s, r x_s / (r x_s + 1)) with x_s the
+# exposure ratio. The product over strata is an exponential family in log r with statistic
+# sum(a_s), so its likelihood ratio is monotone and a mixture over r beyond the null's boundary is
+# an e-value for the whole composite null (docs/decisions/0107-stratified-power-gates.md).
+GRID_POINTS = 40
 
-    Under a gamma-Poisson (negative binomial) fleet, ``P(no crash) = (1 + m/k) ** -k`` where ``m``
-    is crashes per device; solving for ``k`` from the share of devices that crashed gives the
-    dispersion ``1 + m/k``. Poisson-like data (or too little of it) gives 1.
+
+def fail_grid(r0: float, detect: float) -> tuple[Array, Array]:
+    """log-ratio grid above log r0 and its mixture weights (normal in log r around detect)."""
+    theta0, width = np.log(r0), np.log(detect) - np.log(r0)
+    theta = theta0 + width * np.linspace(0.05, 4.0, GRID_POINTS)
+    logw = -0.5 * ((theta - np.log(detect)) / width) ** 2
+    return theta, logw - np.logaddexp.reduce(logw)
+
+
+def pass_grid(harm: float) -> tuple[Array, Array]:
+    """log-ratio grid below log harm and its weights (normal in log r around r = 1)."""
+    theta_h = np.log(harm)
+    theta = theta_h - theta_h * np.linspace(0.05, 3.0, GRID_POINTS)
+    logw = -0.5 * (theta / (theta_h / 2)) ** 2
+    return theta, logw - np.logaddexp.reduce(logw)
+
+
+def _log_lr_ratio(a: Array, n: Array, x: Array, theta: Array, theta0: float) -> Array:
+    """Per stratum (rows) and grid point (columns): log L(theta) - log L(theta0)."""
+    lx = np.log(np.where(x > 0, x, 1.0))[:, None]
+    out: Array = (a[:, None] * (theta[None, :] - theta0)
+                  - n[:, None] * (np.logaddexp(0, theta[None, :] + lx) - np.logaddexp(0, theta0 + lx)))
+    return out
+
+
+def log_e_stratified(a: Array, n: Array, x: Array, member: Array, theta: Array, logw: Array,
+                     theta0: float) -> Array:
+    """log e-value per scope: mixture over ``theta`` of the product of the scope's strata LRs.
+
+    ``a``, ``n``, ``x``: per stratum (quasi-counts: events divided by the dispersion); ``member``:
+    scopes x strata, 1 where the stratum belongs to the scope. A stratum with ``n == 0`` or no
+    exposure ratio adds nothing.
     """
+    ok = (n > 0) & (x > 0)
+    lr = np.where(ok[:, None], _log_lr_ratio(a, n, x, theta, theta0), 0.0)
+    per_scope = member @ lr  # scopes x grid
+    out: Array = np.logaddexp.reduce(per_scope + logw[None, :], axis=1)
+    return out
+
+
+def stratified_ratio(a: Array, n: Array, x: Array, member: Array, level: float = 0.95
+                     ) -> tuple[Array, Array, Array]:
+    """Common-ratio estimate and likelihood interval per scope (one look, for reading)."""
+    theta = np.linspace(-6.0, 6.0, 481)
+    ok = (n > 0) & (x > 0)
+    lr = np.where(ok[:, None], _log_lr_ratio(a, n, x, theta, 0.0), 0.0)
+    ll = member @ lr
+    best = ll.max(axis=1, keepdims=True)
+    inside = ll >= best - stats.chi2.ppf(level, 1) / 2
+    est = np.exp(theta[np.argmax(ll, axis=1)])
+    lo = np.exp(np.where(inside, theta[None, :], np.inf).min(axis=1))
+    hi = np.exp(np.where(inside, theta[None, :], -np.inf).max(axis=1))
+    hi = np.where(inside[:, -1], np.inf, hi)  # unbounded above within the grid
+    lo = np.where(inside[:, 0], 0.0, lo)
+    return est, lo, hi
+
+
+def log_e_single(a: Array, t: Array, family: str, level: float, theta: Array, logw: Array,
+                 theta0: float) -> Array:
+    """log e-value per scope for one sample against an absolute level.
+
+    The rate (or share) is ``level * exp(theta)``; the null is ``theta0`` (its boundary), the
+    mixture runs over the grid ``theta``. ``family`` "rate": Poisson, ``a`` events over exposure
+    ``t``; "share": binomial, ``a`` of ``t`` (shares are capped below 1).
+    """
+    th = np.log(level) + theta[None, :]
+    th0 = np.log(level) + theta0
+    if family == "rate":
+        lr = a[:, None] * (th - th0) - t[:, None] * (np.exp(th) - np.exp(th0))
+    else:
+        p = np.minimum(np.exp(th), 1 - 1e-9)
+        p0 = min(float(np.exp(th0)), 1 - 1e-9)
+        lr = a[:, None] * np.log(p / p0) + (t - a)[:, None] * np.log((1 - p) / (1 - p0))
+    out: Array = np.logaddexp.reduce(lr + logw[None, :], axis=1)
+    return np.where(t > 0, out, 0.0)
+
+
+def period_dispersion(periods: Array, crashes: Array, crash_sq: Array, minimum: int = 30
+                      ) -> Array:
+    """Variance-to-mean ratio of crashes per closed 24-hour period (1 when unknown or below)."""
+    n = np.maximum(periods, 1)
+    mean = crashes / n
+    var = (crash_sq / n - mean**2) * n / np.maximum(n - 1, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        m = np.where(devices > 0, crashes / np.maximum(devices, 1), 0.0)
-        f = np.where(devices > 0, crashing / np.maximum(devices, 1), 0.0)
-        target = -np.log1p(-np.minimum(f, 1 - 1e-12))  # k * log(1 + m/k) must equal this
-        ok = (m > 0) & (target > 0) & (target < m * (1 - 1e-9))
-        lo = np.full_like(m, -9.0)  # bisection on log k: k log(1 + m/k) increases with k
-        hi = np.full_like(m, 12.0)
-        for _ in range(24):  # 21 / 2**24 in log k: far finer than the data
-            mid = (lo + hi) / 2
-            k = np.exp(mid)
-            below = k * np.log1p(np.where(ok, m, 0.0) / k) < target
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-        k = np.exp((lo + hi) / 2)
-        phi = np.where(ok, 1 + m / k, 1.0)
+        phi = np.where((periods >= minimum) & (mean > 0), var / np.where(mean > 0, mean, 1), 1.0)
     return np.asarray(np.maximum(phi, 1.0), dtype=np.float64)

@@ -1,14 +1,15 @@
-"""Gate verdicts: phases, worst-of, missing data, and the statistics (table-driven)."""
+"""Gate verdicts: phases, worst-of, missing data, stratification, power, late soak, statistics."""
 
 from __future__ import annotations
 
+import itertools
+import math
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.special import logsumexp
 from scipy.stats import binom
 
 from otactl.rollout import stats
@@ -19,25 +20,33 @@ from otactl.rollout.gates import (
     evaluate_ring,
     worst,
 )
+from otactl.rollout.metrics import METRICS, metric_def
 from otactl.rollout.plan import GateSpec, Metric, Missing, parse_plan
 from otactl.telemetry.source import CohortCounts, StratumKey
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2026, 1, 2, tzinfo=UTC)
+DIMS = ("model", "variant", "region")
 STRATA = [StratumKey("t9", v, r) for v in ("hp-300", "hp-400", "hp-500") for r in ("eu", "us")]
 CRASH = GateSpec(Metric.CRASH_RATE, Missing.WAIT, max_ratio=1.3)
 
 
-def cohort(devices: int, hours_each: float, crash_rate: float, *, crashing_share: float = 0.3,
-           installs: int = 0, failures: int = 0) -> CohortCounts:
+def cohort(devices: int, hours_each: float, crash_rate: float, *, installs: int = 0,
+           failures: int = 0, periods: int = 0) -> CohortCounts:
+    """Counts of a cohort whose devices each ran ``hours_each`` hours at ``crash_rate``; closed
+    periods carry Poisson-like moments (mean m, E[c^2] = m + m^2)."""
     hours = devices * hours_each
     crashes = round(hours * crash_rate)
-    return CohortCounts(devices, installs, failures, crashes,
-                        min(devices, round(crashing_share * devices)), hours)
+    m = 24 * crash_rate
+    return CohortCounts(reports=devices, installs=installs, install_failures=failures,
+                        crashes=crashes, device_hours=hours, crash_hours=min(crashes, hours),
+                        periods=periods, period_crashes=round(periods * m),
+                        period_crash_sq=round(periods * (m + m * m)), devices=devices)
 
 
 def fleet(devices: int, rate: float, **over: float) -> dict[StratumKey, CohortCounts]:
-    return {k: cohort(devices, 24, over.get(k.variant + "/" + k.region, rate)) for k in STRATA}
+    return {k: cohort(devices, 24, over.get(k.variant + "/" + k.region, rate), periods=devices)
+            for k in STRATA}
 
 
 def test_worst_of_uses_the_explicit_order_and_nothing_is_wait() -> None:
@@ -47,12 +56,22 @@ def test_worst_of_uses_the_explicit_order_and_nothing_is_wait() -> None:
     assert worst([]) is Phase.WAIT
 
 
+def test_every_metric_has_one_definition_and_unknown_ones_raise() -> None:
+    assert set(METRICS) == set(Metric)
+    for m in Metric:
+        d = metric_def(m)
+        events, exposure = d.counts(cohort(10, 24, 0.01, installs=10, failures=1))
+        assert events >= 0 and exposure > 0
+    with pytest.raises(KeyError, match="no definition"):
+        metric_def("crashing_device_rate")  # type: ignore[arg-type]
+
+
 CASES = [
     # name, ring rate, control rate, per-stratum override on the ring, expected phase
     ("same-rates-pass", 0.01, 0.01, {}, Phase.PASS),
     ("drift-within-margin-pass", 0.0115, 0.01, {}, Phase.PASS),
     ("clear-regression-fail", 0.03, 0.01, {}, Phase.FAIL),
-    ("one-stratum-regression-fail", 0.01, 0.01, {"hp-400/eu": 0.025}, Phase.FAIL),
+    ("one-stratum-regression-fail", 0.01, 0.01, {"hp-400/eu": 0.03}, Phase.FAIL),
 ]
 
 
@@ -61,23 +80,66 @@ CASES = [
 def test_crash_gate_table(name: str, ring_rate: float, ctrl_rate: float,
                           over: dict[str, float], phase: Phase) -> None:
     v = evaluate_gate(CRASH, fleet(300, ring_rate, **over), fleet(10_000, ctrl_rate),
-                      alpha=0.002, dims=("model", "variant", "region"))
+                      alpha=0.002, dims=DIMS)
     assert v.phase is phase, v.reason
-    overall = next(e for e in v.evidence if e.scope == "overall")
+    overall = next(e for e in v.evidence if e.scope == "overall" and e.test == "control")
     assert overall.interval is not None and overall.interval[0] <= overall.interval[1]
     if phase is Phase.FAIL:
         assert "regressed" in v.reason
         if over:  # the variant or stratum is named, and the stratum's own test failed
             assert "t9/hp-400/" in v.reason
             assert any(e.scope == "t9/hp-400/eu" and e.phase is Phase.FAIL for e in v.evidence)
-            assert next(e for e in v.evidence if e.scope == "overall").phase is Phase.PASS
+            assert overall.phase is Phase.PASS
+
+
+def test_a_skewed_ring_mix_does_not_fail_a_good_release() -> None:
+    """The ring holds mostly a stratum whose base rate is 3x the others'; the release changes
+    nothing. Pooled counts would show a ratio near 2.5; every stratified scope shows ~1."""
+    base = {k: 0.03 if k.variant == "hp-500" else 0.01 for k in STRATA}
+    ring = {k: cohort(2000 if k.variant == "hp-500" else 100, 24, base[k]) for k in STRATA}
+    ctrl = {k: cohort(100 if k.variant == "hp-500" else 20_000, 24, base[k], periods=5000)
+            for k in STRATA}
+    v = evaluate_gate(CRASH, ring, ctrl, alpha=0.002, dims=DIMS)
+    assert v.phase is Phase.PASS, v.reason
+    pooled = sum(ring.values(), CohortCounts())
+    pooled_ctrl = sum(ctrl.values(), CohortCounts())
+    naive = (pooled.crashes / pooled.device_hours) / (pooled_ctrl.crashes / pooled_ctrl.device_hours)
+    assert naive > 2  # the trap the stratified scopes avoid
+    for e in v.evidence:
+        if e.test == "control" and e.ratio is not None:
+            assert 0.8 < e.ratio < 1.25, e
+
+
+def test_a_tiny_canary_never_passes_without_power() -> None:
+    """3 devices, 72 device-hours, 3 crashes: nothing rules out a 2x regression."""
+    ring = {STRATA[0]: cohort(3, 24, 3 / 72)}
+    ctrl = {STRATA[0]: cohort(300, 24, 0.04, periods=300)}
+    v = evaluate_gate(CRASH, ring, ctrl, alpha=0.002, dims=DIMS)
+    assert v.phase is Phase.WAIT
+    assert "not enough evidence yet to rule out a 2x regression" in v.reason
+    assert "needs ~" in v.reason and "device-hours" in v.reason
+    power = next(e for e in v.evidence if e.test == "power-control")
+    assert power.phase is Phase.WAIT and power.needs is not None and power.needs > 100
 
 
 def test_small_samples_never_fail_on_one_crash() -> None:
-    ring = {STRATA[0]: CohortCounts(5, 0, 0, 1, 1, 10.0)}
-    ctrl = {STRATA[0]: CohortCounts(10_000, 0, 0, 500, 400, 240_000.0)}
-    v = evaluate_gate(CRASH, ring, ctrl, alpha=0.01, dims=("model", "variant", "region"))
-    assert v.phase is Phase.PASS
+    ring = {STRATA[0]: cohort(5, 2, 0.1)}
+    ctrl = {STRATA[0]: cohort(10_000, 24, 0.002, periods=10_000)}
+    v = evaluate_gate(CRASH, ring, ctrl, alpha=0.01, dims=DIMS)
+    assert v.phase is not Phase.FAIL
+
+
+def test_overdispersion_from_closed_periods_widens_the_evidence() -> None:
+    ring = fleet(300, 0.016)
+    poisson = fleet(10_000, 0.01)
+    clustered = {k: CohortCounts(**{**c.__dict__, "period_crash_sq": c.period_crash_sq * 20})
+                 for k, c in poisson.items()}
+    plain = evaluate_gate(CRASH, ring, poisson, alpha=0.002, dims=DIMS)
+    wide = evaluate_gate(CRASH, ring, poisson, alpha=0.002, dims=DIMS, dispersion=clustered)
+    e_plain = next(e for e in plain.evidence if e.scope == "overall" and e.test == "control")
+    e_wide = next(e for e in wide.evidence if e.scope == "overall" and e.test == "control")
+    assert e_wide.dispersion > 2 * e_plain.dispersion
+    assert e_wide.e_value < e_plain.e_value
 
 
 @pytest.mark.parametrize(("missing", "phase"), [(Missing.WAIT, Phase.WAIT),
@@ -88,16 +150,22 @@ def test_missing_control_follows_the_gate_declaration(missing: Missing, phase: P
     assert v.phase is phase and "no data" in v.reason
 
 
+def test_no_data_for_the_metric_is_the_declared_rule() -> None:
+    gate = GateSpec(Metric.INSTALL_FAILURE_RATE, Missing.WAIT, max_ratio=1.3)
+    v = evaluate_gate(gate, fleet(300, 0.01), fleet(1000, 0.01), alpha=0.01, dims=DIMS)
+    assert v.phase is Phase.WAIT and "no data for this metric" in v.reason
+
+
 def test_install_failures_against_the_baseline_install_record_and_a_limit() -> None:
     gate = GateSpec(Metric.INSTALL_FAILURE_RATE, Missing.WAIT, max_ratio=1.3, limit=0.1)
-    history = {k: CohortCounts(10_000, 10_000, 200) for k in STRATA}
-    good = {k: CohortCounts(300, 300, 6) for k in STRATA}
-    bad = {k: CohortCounts(300, 300, 30) for k in STRATA}
-    dims = ("model", "variant", "region")
-    assert evaluate_gate(gate, good, history, alpha=0.01, dims=dims).phase is Phase.PASS
-    v = evaluate_gate(gate, bad, history, alpha=0.01, dims=dims)
+    history = {k: CohortCounts(reports=10_000, installs=10_000, install_failures=200)
+               for k in STRATA}
+    good = {k: CohortCounts(reports=3000, installs=3000, install_failures=60) for k in STRATA}
+    bad = {k: CohortCounts(reports=300, installs=300, install_failures=30) for k in STRATA}
+    assert evaluate_gate(gate, good, history, alpha=0.01, dims=DIMS).phase is Phase.PASS
+    v = evaluate_gate(gate, bad, history, alpha=0.01, dims=DIMS)
     assert v.phase is Phase.FAIL
-    assert {e.test for e in v.evidence} == {"control", "limit"}
+    assert {e.test for e in v.evidence} == {"control", "limit", "power-control", "power-limit"}
 
 
 PLAN = parse_plan("""
@@ -110,7 +178,7 @@ rings:
     min_reporting_devices: 100
     gates:
       - {metric: crash_rate, max_ratio: 1.3, missing: wait}
-      - {metric: crashing_device_rate, max_ratio: 1.3, missing: fail}
+      - {metric: crash_hour_rate, max_ratio: 1.3, missing: fail}
   - {name: all, selector: {percent: 100}, soak_device_hours: 0, min_reporting_devices: 1,
      gates: []}
 """)
@@ -125,39 +193,103 @@ def test_ring_waits_for_soak_and_devices_then_passes() -> None:
     assert evaluate_ring(PLAN, 0, done).phase is Phase.PASS
 
 
-def test_unavailable_telemetry_is_never_pass() -> None:
-    v = evaluate_ring(PLAN, 0, Observation(None, None, T0, T1))
-    assert v.phase is Phase.FAIL  # crashing_device_rate declares missing: fail
-    assert "telemetry unavailable" in v.reasons
+def test_no_data_in_the_window_is_the_plans_declared_rule() -> None:
+    v = evaluate_ring(PLAN, 0, Observation({}, fleet(10_000, 0.01), T0, T1))
+    assert v.phase is Phase.FAIL  # crash_hour_rate declares missing: fail
+    assert any("no data for this metric" in r for r in v.reasons)
 
 
 def test_a_clear_regression_fails_before_the_soak_ends() -> None:
-    ring = {k: CohortCounts(40, 0, 0, 200, 30, 400.0) for k in STRATA}
+    ring = {k: cohort(40, 10, 0.5) for k in STRATA}
     v = evaluate_ring(PLAN, 0, Observation(ring, fleet(10_000, 0.01), T0, T1))
     assert v.phase is Phase.FAIL
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.floats(0.01, 0.5), st.integers(0, 300), st.floats(1.05, 3.0))
-def test_e_value_has_expectation_at_most_one_under_the_null(p0: float, n: int, r: float) -> None:
-    """E_p[e] <= 1 for every p <= p0 (the truncated prior makes the composite null valid)."""
-    p1 = min(p0 * r, 0.99)
-    if p1 <= p0:
-        return
+LATE_PLAN = parse_plan("""
+schema: otactl/canary-plan/1
+name: late
+rings:
+  - name: canary
+    selector: {percent: 5}
+    soak_device_hours: 100
+    min_reporting_devices: 10
+    late_soak: {after_hours: 24, device_hours: 2000, devices: 50}
+    gates:
+      - {metric: crash_rate, max_ratio: 1.3, missing: wait}
+  - {name: all, selector: {percent: 100}, soak_device_hours: 0, min_reporting_devices: 1,
+     gates: []}
+""")
+
+
+def _aged(c: CohortCounts, late_hours: float, late_rate: float, aged: int) -> CohortCounts:
+    late_crashes = round(late_hours * late_rate)
+    return CohortCounts(**{**c.__dict__, "crashes": c.crashes + late_crashes,
+                           "device_hours": c.device_hours + late_hours,
+                           "late_device_hours": (late_hours, late_hours, 0.0, 0.0),
+                           "late_crashes": (late_crashes, late_crashes, 0, 0),
+                           "late_crash_hours": (float(late_crashes),) * 2 + (0.0, 0.0),
+                           "aged_devices": (aged, aged, 0, 0)})
+
+
+def test_a_late_soak_waits_for_hours_past_the_age_then_tests_them_alone() -> None:
+    ctrl = {k: _aged(cohort(10_000, 24, 0.01, periods=10_000), 240_000, 0.01, 10_000)
+            for k in STRATA}
+    young = {k: cohort(500, 20, 0.01) for k in STRATA}
+    v = evaluate_ring(LATE_PLAN, 0, Observation(young, ctrl, T0, T1))
+    assert v.phase is Phase.WAIT
+    assert any("late soak 0 of 2000 device-hours run after 24 h" in r for r in v.reasons)
+    # slow onset: 3x once devices passed 24 h, diluted to ~1.2x over all of the ring's hours
+    slow = {k: _aged(cohort(500, 20, 0.01), 400, 0.03, 100) for k in STRATA}
+    v = evaluate_ring(LATE_PLAN, 0, Observation(slow, ctrl, T0, T1))
+    assert v.phase is Phase.FAIL, v.reasons
+    assert "late>=24h" in v.reasons[-1]
+    fine = {k: _aged(cohort(500, 20, 0.01), 400, 0.01, 100) for k in STRATA}
+    assert evaluate_ring(LATE_PLAN, 0, Observation(fine, ctrl, T0, T1)).phase is Phase.PASS
+
+
+def _null_expectation(ns: list[int], xs: list[float], r: float, r0: float, det: float) -> float:
+    """E[e] under ratio r for strata with ns events each split with exposure ratios xs."""
+    theta, logw = stats.fail_grid(r0, det)
+    grids = [np.arange(n + 1, dtype=np.float64) for n in ns]
+    total = 0.0
+    for combo in itertools.product(*grids):
+        a = np.array(combo)
+        n = np.array(ns, dtype=np.float64)
+        x = np.array(xs)
+        p = r * x / (r * x + 1)
+        prob = math.exp(float(binom.logpmf(a, n, p).sum()))
+        log_e = stats.log_e_stratified(a, n, x, np.ones((1, len(ns))), theta, logw,
+                                       math.log(r0))[0]
+        total += prob * math.exp(float(log_e))
+    return total
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 25), min_size=1, max_size=2), st.floats(0.05, 5.0),
+       st.floats(1.0, 1.5), st.floats(0.3, 1.0))
+def test_stratified_e_value_has_expectation_at_most_one_under_the_composite_null(
+        ns: list[int], x: float, r0: float, shrink: float) -> None:
+    """E_r[e] <= 1 for every r <= r0 (monotone likelihood ratio in the sum of ring events)."""
+    xs = [x * (1 + i) for i in range(len(ns))]
+    assert _null_expectation(ns, xs, r0 * shrink, r0, 2.0 * r0) <= 1 + 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 60), st.floats(0.05, 5.0), st.floats(1.5, 3.0), st.floats(1.0, 2.0))
+def test_power_e_value_has_expectation_at_most_one_when_the_harm_is_real(
+        n: int, x: float, harm: float, grow: float) -> None:
+    theta, logw = stats.pass_grid(harm)
     a = np.arange(n + 1, dtype=np.float64)
-    log_e = stats.log_e_binomial(a, np.full_like(a, n), np.full_like(a, p0), np.full_like(a, p1))
-    for p in (p0, p0 / 2):
-        assert float(logsumexp(binom.logpmf(a, n, p) + log_e)) <= 1e-6
+    r = harm * grow
+    p = r * x / (r * x + 1)
+    log_e = stats.log_e_stratified(a, np.full_like(a, n), np.full_like(a, x),
+                                   np.eye(n + 1), theta, logw, math.log(harm))
+    assert float(np.exp(binom.logpmf(a, n, p) + log_e).sum()) <= 1 + 1e-9
 
 
-def test_dispersion_is_one_for_poisson_like_data_and_above_for_clustered() -> None:
-    phi = stats.dispersion(np.array([100.0, 100.0]), np.array([95.0, 40.0]),
-                           np.array([1000.0, 1000.0]))
-    assert phi[0] == pytest.approx(1.0, abs=0.05)
-    assert phi[1] > 1.5
-
-
-def test_a_degenerate_null_is_no_evidence_and_warns_nothing() -> None:
-    one = np.array([1.0])
-    log_e = stats.log_e_binomial(np.array([3.0]), np.array([10.0]), one, one)
-    assert log_e[0] == 0.0
+def test_period_dispersion_is_one_for_poisson_and_above_for_clustered() -> None:
+    phi = stats.period_dispersion(np.array([1000.0, 1000.0, 10.0]), np.array([240.0] * 3),
+                                  np.array([240.0 + 57.6, 240.0 * 10, 2400.0]))
+    assert phi[0] == pytest.approx(1.0, abs=0.01)
+    assert phi[1] > 5
+    assert phi[2] == 1.0  # too few periods to say

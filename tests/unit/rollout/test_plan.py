@@ -47,16 +47,27 @@ BAD = [
     ("tag_ring_after_percent",
      "{path}:5: rings.1.selector: a tag ring must come before the percentage rings"),
     ("unknown_metric", "{path}:9: rings.0.gates.0.metric: must be one of: install_failure_rate, "
-                       "crash_rate, crashing_device_rate (got 'reboot_rate')"),
+                       "crash_rate, crash_hour_rate (got 'reboot_rate')"),
     ("unknown_ring_key", "{path}:6: rings.0.soak_hours: unknown key (allowed: approvals, gates, "
-                         "min_reporting_devices, name, on_failure, selector, soak_device_hours)"),
-    ("unknown_top_key", "{path}:3: colour: unknown key (allowed: false_rollback_budget, name, "
-                        "rings, salt, schema, strata)"),
+                         "late_soak, min_reporting_devices, name, on_failure, selector, "
+                         "soak_device_hours)"),
+    ("unknown_top_key", "{path}:3: colour: unknown key (allowed: false_rollback_budget, "
+                        "harm_confidence, name, rings, salt, schema, strata)"),
     ("wrong_schema", "{path}:1: schema: unsupported schema 'otactl/canary-plan/2' (expected "
                      "'otactl/canary-plan/1')"),
     ("zero_min_devices", "{path}:4: rings.0.min_reporting_devices: must be a positive integer"),
     ("zero_percent",
      "{path}:4: rings.0.selector.percent: must be greater than 0 and at most 100"),
+    ("retired_metric", "{path}:9: rings.0.gates.0.metric: 'crashing_device_rate' was retired; "
+     "use crash_hour_rate (window-additive crash-hours replace cumulative crashing devices, "
+     "docs/decisions/0105-window-additive-counts.md)"),
+    ("late_soak_bad_age", "{path}:8: rings.0.late_soak.after_hours: must be one of 12, 24, 48, "
+     "72 (the ages telemetry counts)"),
+    ("late_soak_unknown_key", "{path}:8: rings.0.late_soak.hours: unknown key (allowed: "
+     "after_hours, device_hours, devices)"),
+    ("harm_below_margin", "{path}:9: rings.0.gates.0.harm_ratio: must be greater than "
+     "max_ratio and 1"),
+    ("bad_harm_confidence", "{path}:3: harm_confidence: must be at least 0.5 and below 1"),
 ]
 
 
@@ -92,9 +103,11 @@ def test_default_plan_reads_into_typed_values() -> None:
     assert canary.on_failure is OnFailure.ROLLBACK
     early = plan.rings[2]
     assert early.approvals is not None and early.approvals.required == 1
+    assert early.late_soak is not None and early.late_soak.after_hours == 24
+    assert plan.harm_confidence == 0.95 and canary.gates[1].harm == canary.gates[1].detect_ratio
     # one e-process per distinct test, however many rings repeat it
     assert plan.test_keys() == ["install_failure_rate|limit|0.2", "install_failure_rate|control|1.3",
-                                "crash_rate|control|1.3", "crashing_device_rate|control|1.3"]
+                                "crash_rate|control|1.3", "crash_hour_rate|control|1.3"]
     assert plan.test_alpha == pytest.approx(0.01 / 4)
 
 
