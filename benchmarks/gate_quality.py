@@ -24,8 +24,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +33,69 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from otactl.app.observe import observe  # noqa: E402
 from otactl.rollout import decide as dec  # noqa: E402
-from otactl.rollout.gates import Observation, evaluate_ring  # noqa: E402
+from otactl.rollout.gates import evaluate_ring  # noqa: E402
 from otactl.rollout.plan import Plan, load_plan  # noqa: E402
-from otactl.sim.fleetmodel import EPOCH, Effect, Fleet, FleetRun, FleetSpec  # noqa: E402
+from otactl.sim.fleetmodel import (  # noqa: E402
+    Effect,
+    Fleet,
+    FleetRun,
+    FleetSpec,
+    Outage,
+    SimulatedSource,
+)
+from otactl.sim.model import model_inputs  # noqa: E402
+from otactl.sim.scenario import load_scenario  # noqa: E402
+from otactl.telemetry.source import TelemetryUnavailable  # noqa: E402
 
-SCENARIOS: dict[str, tuple[Effect, ...]] = {
-    "good": (),
-    "install-2x": (Effect("install", 2.0),),
-    "crash-2x": (Effect("crash", 2.0),),
-    "variant-crash-3x": (Effect("crash", 3.0, variant="hp-500"),),
-    "stratum-crash-2x": (Effect("crash", 2.0, variant="hp-400", region="eu"),),
-}
-BAD = [s for s in SCENARIOS if s != "good"]
+SCENARIO_DIR = ROOT / "benchmarks" / "scenarios"
 # where each bad release should be caught: the last ring index allowed (1 canary, 2 early)
-TARGET_RING = {"install-2x": 2, "crash-2x": 1, "variant-crash-3x": 1, "stratum-crash-2x": 2}
+TARGET_RING = {"install-2x": 2, "crash-2x": 1, "variant-crash-3x": 1, "stratum-crash-2x": 2,
+               "region-variant-3x": 2, "slow-onset-3x": 2}
+# the fleet's realism, beyond what a scenario file says (a scenario's own device_shape and
+# daily_sigma win): base rates vary across strata and trials, releases drift, devices differ
+REALISM = {"stratum_sigma": 0.4, "env_sigma": 0.25, "drift": 0.15, "duty": (2.0, 1.5),
+           "gamma_shape": 0.5}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One benchmark scenario, read from benchmarks/scenarios/<name>.yaml (otactl/scenario/1)
+    through otactl.sim.model.model_inputs, the mapping `sim run --mode model` uses."""
+
+    name: str
+    effects: tuple[Effect, ...] = ()
+    fleet: dict = field(default_factory=dict)  # FleetSpec fields
+    outages: tuple[Outage, ...] = ()
+    target_ring: int | None = None  # bad releases: the last ring index where catching counts
+    where: str = ""
+
+
+def load_scenarios() -> dict[str, Scenario]:
+    out = {}
+    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
+        sc = load_scenario(path)
+        new = sc.releases[-1].version
+        realism = dict(REALISM)
+        if sc.behaviour.device_shape > 0:
+            realism.pop("gamma_shape")
+        inputs = model_inputs(sc, new, **realism)
+        fleet = {f.name: getattr(inputs.spec, f.name) for f in fields(inputs.spec)}
+        fleet.pop("devices")
+        comment = path.read_text().split("\nschema:")[0]
+        where = " ".join(line.lstrip("# ").strip() for line in comment.splitlines())
+        out[sc.name] = Scenario(sc.name, inputs.effects, fleet, inputs.outages,
+                                TARGET_RING.get(sc.name), where)
+    order = ["good", "good-skewed-canary", "good-overdispersed", "good-region-outage",
+             "install-2x", "crash-2x", "variant-crash-3x", "stratum-crash-2x",
+             "region-variant-3x", "slow-onset-3x"]
+    return {n: out[n] for n in sorted(out, key=lambda n: (order.index(n) if n in order else 99, n))}
+
+
+SCENARIOS = load_scenarios()
+BAD = [s for s, sc in SCENARIOS.items() if sc.target_ring is not None]
+GOOD = [s for s in SCENARIOS if s not in BAD]
 HORIZON_H = 24 * 21
 SCHEDULES_H = (12.0, 24.0, 48.0)  # baseline: hours spent in each ring
 GRID_FAIL = (0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.15, 1.01)
@@ -56,30 +103,45 @@ GRID_CRASH = (0.012, 0.014, 0.016, 0.018, 0.02, 0.025, 0.03, 0.04, 0.06, np.inf)
 GRID_MIN = (20, 50, 200, 1000)
 
 
-def ring_masks(fleet: Fleet, plan: Plan) -> list[np.ndarray]:
-    masks = []
-    for ring in plan.rings:
+def ring_of(fleet: Fleet, plan: Plan) -> np.ndarray:
+    """Each device's ring index, as otactl.rollout.rings assigns them (tag rings first)."""
+    out = np.full(fleet.spec.devices, len(plan.rings) - 1)
+    assigned = np.zeros(fleet.spec.devices, dtype=bool)
+    for i, ring in enumerate(plan.rings):
         if ring.selector.tags:
-            masks.append(fleet.lab.copy())
+            hit = fleet.lab & ~assigned
         else:
             assert ring.selector.percent is not None
-            masks.append(~fleet.lab & (fleet.bucket * 100 < ring.selector.percent))
-    return masks
+            hit = ~fleet.lab & ~assigned & (fleet.bucket * 100 < ring.selector.percent)
+        out[hit] = i
+        assigned |= hit
+    return out
 
 
-def run_otactl(fleet: Fleet, effects: tuple[Effect, ...], seed: int, plan: Plan) -> dict:
-    run = FleetRun(fleet, effects, seed)
-    masks = ring_masks(fleet, plan)
+def new_run(fleet: Fleet, sc: Scenario, seed: int, plan: Plan, *, track_control: bool = True
+            ) -> FleetRun:
+    return FleetRun(fleet, sc.effects, seed, ring_of(fleet, plan),
+                    tuple(r.name for r in plan.rings), sc.outages, track_control=track_control)
+
+
+def run_otactl(fleet: Fleet, sc: Scenario, seed: int, plan: Plan) -> dict:
+    """The production path: app.observe over the model's SimulatedSource, gates, decide."""
+    run = new_run(fleet, sc, seed, plan)
+    source = SimulatedSource(run, "new", "old")
     last = len(plan.rings) - 1
-    state = dec.start("new", EPOCH)
-    run.offer(masks[0])
-    run.start_window()
-    since = EPOCH
+    state = dec.start("new", run.now())
+    run.offer(0)
+    unavailable = 0
+    unpowered = 0  # rings left while a power test had not reached its threshold (must stay 0)
     while run.t < HORIZON_H:
         run.step()
-        now = EPOCH + timedelta(hours=run.t)
-        ring, control = run.counts()
-        obs = Observation(ring, control, since, now, install_control=fleet.install_history)
+        now = run.now()
+        try:
+            obs = observe(source, plan, state.ring_index, model=fleet.spec.model, release="new",
+                          baseline="old", since=state.ring_started[state.ring_index], now=now)
+        except TelemetryUnavailable:
+            unavailable += 1  # the controller errs and records nothing; the next step retries
+            continue
         verdict = evaluate_ring(plan, state.ring_index, obs, state.carry)
         d = dec.decide(plan, state, verdict, now)
         if d.action is dec.Action.AWAIT_APPROVAL:
@@ -89,40 +151,42 @@ def run_otactl(fleet: Fleet, effects: tuple[Effect, ...], seed: int, plan: Plan)
                 dec.Approval(plan.rings[state.ring_index].name, k) for k in spec.keys))
             d = dec.decide(plan, state, verdict, now)
         state = dec.apply(state, d, now, verdict)
+        if d.action in (dec.Action.ADVANCE, dec.Action.COMPLETE):
+            unpowered += any(e.test.startswith("power") and e.e_value < e.threshold
+                             for g in verdict.gates for e in g.evidence)
         if d.action is dec.Action.ADVANCE:
-            run.offer(masks[d.ring_index])
-            run.start_window()
-            since = now
+            run.offer(d.ring_index)
             if d.ring_index == last:
-                return {"outcome": "full", "ring": last, "hours": run.t, "exposed": run.exposed()}
+                return {"outcome": "full", "ring": last, "hours": run.t, "exposed": run.exposed(),
+                        "unpowered": unpowered}
         elif d.action in (dec.Action.ROLLBACK, dec.Action.PAUSE):
             return {"outcome": "rollback", "ring": d.ring_index, "hours": run.t,
                     "exposed": run.exposed(), "reason": d.reasons[1] if len(d.reasons) > 1
                     else d.reasons[0]}
         elif d.action is dec.Action.COMPLETE:
-            return {"outcome": "full", "ring": last, "hours": run.t, "exposed": run.exposed()}
+            return {"outcome": "full", "ring": last, "hours": run.t, "exposed": run.exposed(),
+                    "unpowered": unpowered}
     return {"outcome": "timeout", "ring": state.ring_index, "hours": run.t,
-            "exposed": run.exposed()}
+            "exposed": run.exposed(), "unpowered": unpowered}
 
 
-def run_baseline(fleet: Fleet, effects: tuple[Effect, ...], seed: int, plan: Plan,
-                 wait_h: float) -> np.ndarray:
+def run_baseline(fleet: Fleet, sc: Scenario, seed: int, plan: Plan, wait_h: float) -> np.ndarray:
     """The baseline's statistics per hour until the last ring is entered (its abort is applied
-    afterwards for every grid setting: it never changes the trajectory before it fires)."""
-    run = FleetRun(fleet, effects, seed, track_control=False)
-    masks = ring_masks(fleet, plan)
+    afterwards for every grid setting: it never changes the trajectory before it fires). It
+    reads the same counters as otactl: the new release's, over every ring."""
+    run = new_run(fleet, sc, seed, plan, track_control=False)
     rows = []
     ring = 0
-    run.offer(masks[0])
-    steps = round(wait_h * (len(masks) - 1))
-    for _ in range(steps):
+    run.offer(0)
+    rings = len(plan.rings)
+    for _ in range(round(wait_h * (rings - 1))):
         run.step()
-        tot = run.total
-        rows.append((tot["installs"], tot["fails"], tot["crashes"], tot["hours"], run.exposed(),
-                     ring))
-        if run.t >= wait_h * (ring + 1) - 1e-9 and ring < len(masks) - 1:
+        tot = run.release_totals()
+        rows.append((tot["event:committed"] + tot["event:reverted"], tot["event:reverted"],
+                     tot["crashes"], tot["uptime_s"] / 3600, run.exposed(), ring))
+        if run.t >= wait_h * (ring + 1) - 1e-9 and ring < rings - 1:
             ring += 1
-            run.offer(masks[ring])
+            run.offer(ring)
     return np.array(rows, dtype=np.float64)
 
 
@@ -130,12 +194,12 @@ def trial(args: tuple[str, int, int, str, dict]) -> dict:
     scenario, index, seed, plan_path, spec_kw = args
     plan = load_plan(plan_path)
     fleet_seed = seed * 1_000_003 + index * 7919 + list(SCENARIOS).index(scenario) * 104729
-    fleet = Fleet(FleetSpec(**spec_kw), fleet_seed)
-    effects = SCENARIOS[scenario]
+    sc = SCENARIOS[scenario]
+    fleet = Fleet(FleetSpec(**{**sc.fleet, **spec_kw}), fleet_seed)
     t0 = time.process_time()
-    ours = run_otactl(fleet, effects, fleet_seed + 1, plan)
+    ours = run_otactl(fleet, sc, fleet_seed + 1, plan)
     t1 = time.process_time()
-    base = {w: run_baseline(fleet, effects, fleet_seed + 1, plan, w) for w in SCHEDULES_H}
+    base = {w: run_baseline(fleet, sc, fleet_seed + 1, plan, w) for w in SCHEDULES_H}
     online = int(fleet.online.sum())
     ours["fleet"] = online
     return {"scenario": scenario, "index": index, "ours": ours, "base": base, "fleet": online,
@@ -179,10 +243,14 @@ def summarise(results: list[dict]) -> dict:
                "upper95": float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0,
                "rings": rings, "exposed_mean": float(np.mean(exp)),
                "exposed_p90": float(np.percentile(exp, 90)),
+               "timeouts": sum(r["outcome"] == "timeout" for r in rs),
                "hours_to_full_mean": float(np.mean(full)) if full else None,
                "hours_to_full_p90": float(np.percentile(full, 90)) if full else None}
-        if sc in TARGET_RING:
-            row["in_target"] = sum(r["ring"] <= TARGET_RING[sc] for r in caught) / n
+        if any("unpowered" in r for r in rs):  # otactl's runs: rings left before the harm was ruled out
+            row["unpowered"] = int(sum(r.get("unpowered", 0) for r in rs))
+        target = SCENARIOS[sc].target_ring
+        if target is not None:
+            row["in_target"] = sum(r["ring"] <= target for r in caught) / n
         out[sc] = row
     return out
 
@@ -196,7 +264,8 @@ def tune_baseline(results: list[dict], rings: int) -> tuple[tuple, dict, list[di
         rows = [{"scenario": r["scenario"], "fleet": r["fleet"], **o}
                 for r, o in zip(results, outs, strict=True)]
         summ = summarise(rows)
-        if "good" in summ and summ["good"]["rate"] > 0.01:
+        good = [r for r in rows if r["scenario"] in GOOD]
+        if good and sum(r["outcome"] == "rollback" for r in good) / len(good) > 0.01:
             continue
         bad = [summ[s] for s in BAD if s in summ]
         det = float(np.mean([b["rate"] for b in bad]))
@@ -214,18 +283,19 @@ RING_NAMES = ("lab", "canary", "early", "half", "all")
 
 def table(summ: dict) -> list[str]:
     lines = ["| scenario | trials | rolled back | 95% upper | caught in ring (lab/canary/early/"
-             "half) | in target ring | exposed mean | exposed p90 | h to 100% mean (p90) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "half) | in target ring | exposed mean | exposed p90 | h to 100% mean (p90) | held at "
+             "horizon | rings left unpowered |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for sc, r in summ.items():
         tgt = f"{r['in_target']:.1%}" if "in_target" in r else "-"
         full = (f"{r['hours_to_full_mean']:.0f} ({r['hours_to_full_p90']:.0f})"
                 if r["hours_to_full_mean"] is not None else "-")
-        bad = sc != "good"
+        bad = sc not in GOOD
         expm = f"{r['exposed_mean']:.0f}" if bad else "-"
         exp9 = f"{r['exposed_p90']:.0f}" if bad else "-"
         lines.append(f"| {sc} | {r['trials']} | {r['rate']:.1%} | {r['upper95']:.2%} | "
                      f"{'/'.join(str(x) for x in r['rings'][:4])} | {tgt} | {expm} | {exp9} | "
-                     f"{full} |")
+                     f"{full} | {r['timeouts']} | {r.get('unpowered', '-')} |")
     return lines
 
 
@@ -236,17 +306,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--env-sigma", type=float, default=FleetSpec.env_sigma)
+    ap.add_argument("--lab-devices", type=int, default=FleetSpec.lab_devices)
     ap.add_argument("--plan", default=str(ROOT / "canary" / "default.yaml"))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="smoke test: 20 good, 6 of each bad")
-    ap.add_argument("--out", help="Markdown file whose '## Gate quality' section is rewritten")
+    ap.add_argument("--out", help="Markdown file whose '## <section>' section is rewritten")
+    ap.add_argument("--section", default="Gate quality", help="the section's title")
     ap.add_argument("--json", help="write the raw summary here")
+    ap.add_argument("--scenarios", nargs="*", choices=list(SCENARIOS), help="only these")
     a = ap.parse_args()
     if a.quick:
         a.trials_good, a.trials_bad = 20, 6
-    spec_kw = {"devices": a.devices, "env_sigma": a.env_sigma}
-    jobs = [(sc, i, a.seed, a.plan, spec_kw) for sc in SCENARIOS
-            for i in range(a.trials_good if sc == "good" else a.trials_bad)]
+    spec_kw = {"devices": a.devices, "env_sigma": a.env_sigma, "lab_devices": a.lab_devices}
+    jobs = [(sc, i, a.seed, a.plan, spec_kw) for sc in (a.scenarios or SCENARIOS)
+            for i in range(a.trials_good if sc in GOOD else a.trials_bad)]
     start = time.time()
     with multiprocessing.Pool(a.workers) as pool:
         results = []
@@ -263,36 +336,42 @@ def main() -> None:
     report = render(a, ours, base, setting, wall, results)
     print("\n".join(report))
     if a.out:
-        write_section(Path(a.out), report)
+        write_section(Path(a.out), report, a.section)
     if a.json:
         Path(a.json).write_text(json.dumps({"otactl": ours, "baseline": base,
                                             "baseline_setting": list(setting)}, indent=2))
 
 
+def pooled_good(ours: dict) -> tuple[int, int]:
+    rows = [ours[s] for s in GOOD if s in ours]
+    return sum(r["rollbacks"] for r in rows), sum(r["trials"] for r in rows)
+
+
 def goals(ours: dict, base: dict) -> list[tuple[str, bool, str]]:
     g = []
-    good = ours["good"]
-    g.append(("false rollbacks <= 1% (95% upper <= 1.5%)",
-              good["rate"] <= 0.01 and good["upper95"] <= 0.015,
-              f"{good['rate']:.2%} (upper {good['upper95']:.2%})"))
-    for sc, where in (("crash-2x", "canary"), ("variant-crash-3x", "canary"),
-                      ("install-2x", "before 50%"), ("stratum-crash-2x", "before 50%")):
+    k, n = pooled_good(ours)
+    upper = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
+    g.append(("false rollbacks over every good scenario <= 1% (95% upper <= 1.5%)",
+              k / n <= 0.01 and upper <= 0.015, f"{k}/{n} = {k / n:.2%} (upper {upper:.2%})"))
+    for sc in GOOD:
         if sc in ours:
+            r = ours[sc]
+            g.append((f"{sc}: false rollbacks <= 1%", r["rate"] <= 0.01,
+                      f"{r['rate']:.2%} (upper {r['upper95']:.2%})"))
+    for sc in BAD:
+        if sc in ours:
+            where = "in the canary" if SCENARIOS[sc].target_ring == 1 else "before the 50% ring"
             ok = ours[sc]["in_target"] >= 0.95
             g.append((f"{sc} caught {where} in >= 95%", ok, f"{ours[sc]['in_target']:.1%}"))
-    for sc in ("crash-2x", "variant-crash-3x", "stratum-crash-2x"):
+    for sc in BAD:
         if sc in ours and sc in base:
             o, b = ours[sc]["exposed_mean"], base[sc]["exposed_mean"]
-            g.append((f"{sc}: exposure <= half the baseline's", o <= b / 2, f"{o:.0f} vs {b:.0f}"))
-    if "stratum-crash-2x" in ours:
-        g.append(("single stratum caught where the baseline misses",
-                  ours["stratum-crash-2x"]["rate"] > base["stratum-crash-2x"]["rate"] + 0.5,
-                  f"{ours['stratum-crash-2x']['rate']:.1%} vs "
-                  f"{base['stratum-crash-2x']['rate']:.1%}"))
-    o, b = good["hours_to_full_mean"], base["good"]["hours_to_full_mean"]
-    g.append(("good release at 100% in <= 3/4 of the baseline's time",
-              o is not None and b is not None and o <= 0.75 * b,
-              f"{o:.1f} h vs {b:.1f} h ({o / b:.3f})" if o is not None and b else "n/a"))
+            g.append((f"{sc}: exposure <= half the baseline's", o <= b / 2,
+                      f"{o:.0f} vs {b:.0f} ({o / b:.2f})" if b else f"{o:.0f} vs 0"))
+    o, b = ours["good"]["hours_to_full_mean"], base["good"]["hours_to_full_mean"]
+    g.append(("good release at 100% in <= 48 h", o is not None and o <= 48.0,
+              f"{o:.1f} h (baseline {b:.1f} h, ratio {o / b:.2f})" if o is not None and b
+              else "n/a"))
     return g
 
 
@@ -313,8 +392,14 @@ def render(a: argparse.Namespace, ours: dict, base: dict, setting: tuple, wall: 
     cpu_b = sum(r["cpu_base"] for r in results) / len(results)
     cmd = ("python benchmarks/gate_quality.py " + (
         "--quick" if a.quick else f"--trials-good {a.trials_good} --trials-bad {a.trials_bad}")
-        + f" --seed {a.seed} --devices {a.devices}" + (f" --out {a.out}" if a.out else ""))
-    lines = ["## Gate quality", "",
+        + f" --seed {a.seed} --devices {a.devices}"
+        + (f" --lab-devices {a.lab_devices}" if a.lab_devices != FleetSpec.lab_devices else "")
+        + (f" --plan {plan_label(a.plan).split(' ')[0]}" if Path(a.plan).resolve()
+           != (ROOT / "canary" / "default.yaml") else "")
+        + (f" --out {a.out}" if a.out else "")
+        + (f" --section '{a.section}'" if a.section != "Gate quality" else "")
+        + (f" --scenarios {' '.join(a.scenarios)}" if a.scenarios else ""))
+    lines = [f"## {a.section}", "",
              f"Command: `{cmd}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, {a.workers} workers; wall time {wall:.0f} s "
@@ -323,6 +408,8 @@ def render(a: argparse.Namespace, ours: dict, base: dict, setting: tuple, wall: 
              f"Fleet: {a.devices} devices, 3 variants x 3 regions, gamma(0.5) per-device crash "
              f"multipliers, environment factor lognormal({a.env_sigma}) per trial, new-release "
              f"base rates drift uniformly within +-15%. Plan: {plan_label(a.plan)}.", "",
+             "Scenarios: " + "; ".join(f"`{n}`: {sc.where}" for n, sc in SCENARIOS.items()
+                                      if sc.where) + ".", "",
              "### otactl (gates + decide)", "", *table(ours), "",
              f"### Baseline (AWS IoT Jobs abort), best setting: {w:.0f} h per ring, abort at "
              f">= {f:.0%} failed of executed or > {c} crashes/device-hour, once >= {m} executed",
@@ -338,7 +425,11 @@ NOTES = [
     "100% ring is entered (a bad release not rolled back by then counts as missed, and its "
     "exposure as every online device). Exposure = devices that installed the release.",
     "- \"in target ring\": caught in lab or canary for the fleet-wide and one-variant crash "
-    "regressions, before the 50% ring for install failures and the single stratum.",
+    "regressions, before the 50% ring for the others.",
+    "- Counting: every powered-on device sends an hourly health report that goes through "
+    "otactl.telemetry.counters (the definitions the SQLite and Prometheus sources use); the "
+    "controller's queries are answered from those counters (otactl.app.observe, the production "
+    "path). The fleet has a 72 h history on the old release before each rollout.",
     "- The baseline grid: 12/24/48 h per ring x abort at 3-15% failed installs x 0.012-0.06 "
     "crashes per device-hour (or never) x 20-1000 executed devices. The chosen setting maximises "
     "mean detection over the bad releases, then detection in the target ring, then lower "
@@ -352,9 +443,9 @@ NOTES = [
 ]
 
 
-def write_section(path: Path, lines: list[str]) -> None:
+def write_section(path: Path, lines: list[str], title: str = "Gate quality") -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    head, sep, rest = text.partition("## Gate quality")
+    head, sep, rest = text.partition(f"## {title}\n")
     tail = ""
     if sep:
         nxt = rest.find("\n## ")

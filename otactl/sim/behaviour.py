@@ -25,14 +25,32 @@ def _seed(*parts: object) -> int:
 class SimulatedDevice:
     """The boot check and health probe of one simulated device (pass both to its Agent)."""
 
-    def __init__(self, scenario: Scenario, device_id: str) -> None:
+    def __init__(self, scenario: Scenario, device_id: str, region: str | None = None) -> None:
         self.scenario = scenario
         self.device_id = device_id
+        self.region = region
         self._rng = np.random.default_rng(_seed(scenario.seed, device_id, "health"))
+        shape = scenario.behaviour.device_shape
+        self.multiplier = (float(np.random.default_rng(_seed(scenario.seed, device_id, "frailty"))
+                                 .gamma(shape, 1 / shape)) if shape > 0 else 1.0)
+        self.age_h: dict[str, float] = {}  # hours on each version (effects that start late)
+        self.hours = 0.0  # hours simulated so far (the fleet's day, for daily noise)
 
     def effect(self, version: str, variant: str) -> Effect:
         spec = self.scenario.release(version)
-        return Effect() if spec is None else spec.effect_for(variant)
+        if spec is None:
+            return Effect()
+        found = spec.effect_for(variant, self.region)
+        if found.after_hours and self.age_h.get(version, 0.0) < found.after_hours:
+            return Effect(bad_image=found.bad_image, install_failure=found.install_failure)
+        return found
+
+    def _daily(self) -> float:
+        sigma = self.scenario.behaviour.daily_sigma
+        if not sigma:
+            return 1.0
+        day = int(self.hours // 24)
+        return float(np.exp(np.random.default_rng(_seed(self.scenario.seed, "day", day)).normal(0, sigma)))
 
     def boot_check(self, slot_dir: Path, manifest: SlotManifest) -> BootVerdict:
         verdict = integrity_check(slot_dir, manifest)
@@ -41,7 +59,9 @@ class SimulatedDevice:
         effect = self.effect(manifest.version, manifest.variant)
         if effect.bad_image:
             return BootVerdict(False, f"simulated: {manifest.version} does not boot on {manifest.variant}")
-        chance = min(1.0, self.scenario.behaviour.install_failure * effect.install_failure)
+        b = self.scenario.behaviour
+        factor = b.stratum(manifest.variant, self.region).install_failure if self.region else 1.0
+        chance = min(1.0, b.install_failure * factor * effect.install_failure)
         draw = random.Random(_seed(self.scenario.seed, self.device_id, manifest.version, "boot")).random()
         if draw < chance:
             return BootVerdict(False, "simulated: watchdog reset during the first boot")
@@ -51,7 +71,11 @@ class SimulatedDevice:
         b = self.scenario.behaviour
         effect = self.effect(active.version, active.variant)
         hours = b.poll_interval_s / 3600
-        crashes = int(self._rng.poisson(b.crash_rate * effect.crash_rate * hours))
+        base = b.crash_rate * (b.stratum(active.variant, self.region).crash_rate if self.region else 1.0)
+        rate = base * self.multiplier * self._daily() * effect.crash_rate
+        crashes = int(self._rng.poisson(rate * hours))
+        self.age_h[active.version] = self.age_h.get(active.version, 0.0) + hours
+        self.hours += hours
         errors = int(self._rng.poisson(b.error_rate * effect.error_rate * hours))
         metrics: dict[str, int | str] = {}
         for m in b.metrics:

@@ -8,9 +8,11 @@ gates decide. Rollouts run one after another (e.g. a good release, then a bad on
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,20 @@ from otactl.app.context import Context, utcnow
 from otactl.sim.full import FullSimulation, RoundStats
 from otactl.sim.scenario import PolicyStep, Scenario
 from otactl.sim.workspace import SimWorkspace
+from otactl.telemetry.source import TelemetrySource
+
+
+@dataclass
+class Telemetry:
+    """The source the controller reads, and how to wait until it holds every report sent so far
+    (a Prometheus scrapes the ingest: the controller steps only once it has)."""
+
+    source: TelemetrySource
+    settle: Callable[[], None] = lambda: None
+
+
+# Given the ingest's URL, a context that yields the Telemetry (e.g. starts a Prometheus scraping it).
+TelemetryFactory = Callable[[str, Path], contextlib.AbstractContextManager[Telemetry]]
 
 
 @dataclass
@@ -49,8 +65,11 @@ class Hooks:
 
 class ControlledSimulation(FullSimulation):
     def __init__(self, scenario: Scenario, work_dir: Path, *, plan: Path, releases: list[str], baseline: str,
-                 max_rounds: int = 40, hooks: Hooks = Hooks(), settle_rounds: int = 3, **options: Any) -> None:
+                 max_rounds: int = 40, hooks: Hooks = Hooks(), settle_rounds: int = 3, baseline_rounds: int = 1,
+                 telemetry: TelemetryFactory | None = None, **options: Any) -> None:
         super().__init__(scenario, work_dir, **options)
+        self.baseline_rounds = baseline_rounds  # the fleet's history on the baseline before any rollout
+        self.telemetry = telemetry
         self.plan = plan.resolve()
         self.releases = releases
         self.baseline = baseline
@@ -75,23 +94,38 @@ class ControlledSimulation(FullSimulation):
                 self.ran.setdefault(m.version, set()).add(device_id)
         return Counter(r.check.outcome for r in results)
 
-    def _rounds(self, ws: SimWorkspace) -> list[RoundStats]:
+    @contextlib.contextmanager
+    def _telemetry(self) -> Iterator[Telemetry]:
+        if self.telemetry is not None:
+            with self.telemetry(self.live_ingest_url, self.work_dir) as t:
+                yield t
+            return
         from otactl.telemetry.store import SqliteSource
 
+        yield Telemetry(SqliteSource(self.work_dir / "telemetry.db"))
+
+    def _rounds(self, ws: SimWorkspace) -> list[RoundStats]:
+        with self._telemetry() as telemetry:
+            return self._controlled_rounds(ws, telemetry)
+
+    def _controlled_rounds(self, ws: SimWorkspace, telemetry: Telemetry) -> list[RoundStats]:
         self.workspace_path = ws.path
         model = self.scenario.fleet.model
-        source = SqliteSource(self.work_dir / "telemetry.db")
+        source = telemetry.source
         online = random.Random(f"{self.scenario.seed}:online")
         stats: list[RoundStats] = []
         rnd = 0
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sim-agent") as pool:
-            # round 0: the whole fleet on the baseline, as it is before any rollout
+            # the whole fleet on the baseline, as it is before any rollout (its history: reports with crashes)
             ws.publish_step(self.scenario, PolicyStep(0, self.baseline, self.baseline, None))
-            t0 = time.monotonic()
-            out = self._poll(pool, online)
-            stats.append(RoundStats(rnd, f"baseline {self.baseline}", sum(out.values()), dict(out),
-                                    time.monotonic() - t0, 0.0))
-            self.progress(f"round 0: fleet on baseline {self.baseline}: {dict(out)}")
+            for _ in range(self.baseline_rounds):
+                t0 = time.monotonic()
+                out = self._poll(pool, online)
+                stats.append(RoundStats(rnd, f"baseline {self.baseline}", sum(out.values()), dict(out),
+                                        time.monotonic() - t0, 0.0))
+                self.progress(f"round {rnd}: fleet on baseline {self.baseline}: {dict(out)}")
+                rnd += 1
+            rnd -= 1
             baseline = self.baseline
             for release in self.releases:
                 run = RolloutRun(release, baseline)
@@ -113,6 +147,7 @@ class ControlledSimulation(FullSimulation):
                     if paused_at is not None and run.rounds >= paused_at + self.hooks.resume_after_rounds:
                         controller.resume(self._ctx(ws), model, "simulated operator: cleared")
                         paused_at = None
+                    telemetry.settle()
                     result = controller.step(self._ctx(ws), model, source)
                     run.steps.append({"round": rnd, "action": result.action, "status": result.status,
                                       "ring": result.ring, "reasons": result.reasons})

@@ -89,6 +89,7 @@ class FullSimulation:
         self.progress = progress or (lambda _msg: None)
         self.devices: list[SimDevice] = []
         self.agents: dict[str, Agent] = {}
+        self.live_ingest_url = ""
 
     def device_dir(self, device_id: str) -> Path:
         return self.work_dir / "devices" / device_id
@@ -142,8 +143,9 @@ class FullSimulation:
                 httpx.Client(timeout=30, limits=limits) as repo_http, \
                 httpx.Client(timeout=30, limits=limits) as ingest_http:
             fetcher = HttpxFetcher(repo_http)
+            self.live_ingest_url = ingest_url  # what a telemetry source beside the run scrapes
             for d in self.devices:
-                sim = SimulatedDevice(self.scenario, d.device_id)
+                sim = SimulatedDevice(self.scenario, d.device_id, d.record.region)
                 self.agents[d.device_id] = Agent(self.device_dir(d.device_id), repo_url, ingest_url, fetcher=fetcher,
                                                  ingest_client=ingest_http, boot_check=sim.boot_check,
                                                  health_probe=sim.health)

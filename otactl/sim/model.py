@@ -20,6 +20,7 @@ import numpy as np
 from otactl.errors import UsageError
 from otactl.sim.fleetmodel import Effect as ModelEffect
 from otactl.sim.fleetmodel import Fleet, FleetRun, FleetSpec
+from otactl.sim.fleetmodel import Outage as ModelOutage
 from otactl.sim.scenario import PolicyStep, Scenario
 from otactl.telemetry.source import CohortCounts, StratumKey
 
@@ -50,8 +51,9 @@ class ModelResult:
 
 
 def _counts(c: CohortCounts) -> dict[str, Any]:
-    return {"devices": c.devices, "installs": c.installs, "install_failures": c.install_failures,
-            "crashes": c.crashes, "crashing_devices": c.crashing_devices, "device_hours": round(c.device_hours, 1)}
+    return {"devices": c.devices, "reports": c.reports, "installs": c.installs,
+            "install_failures": c.install_failures, "crashes": c.crashes,
+            "device_hours": round(c.device_hours, 1), "crash_hours": round(c.crash_hours, 1)}
 
 
 def _total(by_stratum: dict[StratumKey, CohortCounts]) -> CohortCounts:
@@ -80,48 +82,82 @@ def _rollout_steps(scenario: Scenario) -> tuple[str, str, list[PolicyStep]]:
 
 
 def _effects(scenario: Scenario, version: str) -> tuple[ModelEffect, ...]:
+    """The release's effects as the model's, one per stratum (the scenario's most specific wins:
+    stratum, region, variant, then the release's own), so the two modes agree stratum by stratum."""
     spec = scenario.release(version)
     if spec is None:
         return ()
-
-    def factors(e: Any) -> tuple[float, float]:
-        return e.crash_rate, BAD_IMAGE_FACTOR if e.bad_image else e.install_failure
-
-    crash, install = factors(spec.effect)
-    out = [ModelEffect("crash", crash), ModelEffect("install", install)]
-    for variant, eff in spec.variant_effects:
-        v_crash, v_install = factors(eff)
-        out.append(ModelEffect("crash", v_crash / crash if crash else 0.0, variant=variant))
-        out.append(ModelEffect("install", v_install / install if install else 0.0, variant=variant))
+    out = []
+    for variant, _ in scenario.fleet.variants:
+        for region, _ in scenario.fleet.regions:
+            e = spec.effect_for(variant, region)
+            install = BAD_IMAGE_FACTOR if e.bad_image else e.install_failure
+            out.append(ModelEffect("crash", e.crash_rate, variant, region, e.after_hours))
+            out.append(ModelEffect("install", install, variant, region))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    spec: FleetSpec
+    effects: tuple[ModelEffect, ...]
+    outages: tuple[ModelOutage, ...]
+
+
+def model_inputs(scenario: Scenario, new_version: str, **overrides: Any) -> ModelInputs:
+    """How a scenario maps onto the fleet model (shared by ``sim run --mode model`` and the
+    gate-quality benchmark): fleet, behaviour, per-stratum rates, heterogeneity, skew, outages."""
+    f, b = scenario.fleet, scenario.behaviour
+    poll_h = b.poll_interval_s / 3600
+    skew = scenario.rollout.skew
+    spec = FleetSpec(**{
+        "devices": f.devices, "model": f.model, "variants": f.variants, "regions": f.regions,
+        "lab_devices": f.lab_devices, "crash_rate": b.crash_rate,
+        "install_failure": max(b.install_failure, 1e-6), "poll_hours": poll_h,
+        "offline": 1.0 - b.online,
+        "strata_crash": tuple((name, r.crash_rate) for name, r in b.strata if r.crash_rate != 1.0),
+        "gamma_shape": b.device_shape if b.device_shape > 0 else 1e6,
+        "daily_sigma": b.daily_sigma,
+        "skew": None if skew is None else (skew.stratum, skew.factor),
+        # what the scenario does not say does not vary: the full simulator has no such spreads
+        "stratum_sigma": 0.0, "env_sigma": 0.0, "drift": 0.0, "duty": (1e4, 1e-4),
+        **overrides})
+    outages = tuple(ModelOutage(o.start * poll_h, o.end * poll_h, o.ring, o.region)
+                    for o in scenario.outages)
+    return ModelInputs(spec, _effects(scenario, new_version), outages)
 
 
 def run_model(scenario: Scenario) -> ModelResult:
     new, old, steps = _rollout_steps(scenario)
     f, b = scenario.fleet, scenario.behaviour
-    spec = FleetSpec(devices=f.devices, model=f.model, variants=f.variants, regions=f.regions,
-                     lab_devices=f.lab_devices, crash_rate=b.crash_rate,
-                     install_failure=max(b.install_failure, 1e-6), poll_hours=b.poll_interval_s / 3600,
-                     offline=1.0 - b.online)
-    fleet = Fleet(spec, scenario.seed)
-    run = FleetRun(fleet, _effects(scenario, new), scenario.seed + 1, dt=1.0)
+    inputs = model_inputs(scenario, new)
+    fleet = Fleet(inputs.spec, scenario.seed)
+    rings = scenario.rollout.rings
+    ring_of = np.full(f.devices, len(rings) - 1)
+    assigned = np.zeros(f.devices, dtype=bool)
+    for i, ring_spec in enumerate(rings):  # tag rings first, then cumulative percentages
+        hit = fleet.lab if ring_spec.tags else fleet.bucket * 100 < float(ring_spec.percent or 0)
+        hit = hit & ~assigned & (fleet.lab if ring_spec.tags else ~fleet.lab)
+        ring_of[hit] = i
+        assigned |= hit
+    run = FleetRun(fleet, inputs.effects, scenario.seed + 1, ring_of, tuple(r.name for r in rings),
+                   inputs.outages)
     per_round = max(1, round(b.poll_interval_s / 3600))
     by_round = {s.round: s for s in steps}
     rounds = []
+    start = run.now()
     for rnd in range(scenario.rounds):
         step = by_round.get(rnd)
         if step is not None:
-            mask = np.zeros(f.devices, dtype=bool)
-            for ring_spec in scenario.rollout.rings:
-                if step.rings is not None and ring_spec.name not in step.rings:
-                    continue
-                mask |= fleet.lab if ring_spec.tags else fleet.bucket * 100 < float(ring_spec.percent or 0)
-            run.offer(mask)
+            for i, ring_spec in enumerate(rings):
+                if step.rings is None or ring_spec.name in step.rings:
+                    run.offer(i)
         for _ in range(per_round):
             run.step()
-        cohort, control = run.counts()
+        cohort = run.cohort_counts(1, None, start)
+        control = run.cohort_counts(0, None, start)
         rounds.append(ModelRound(rnd, int(run.offered.sum()), _counts(_total(cohort)), _counts(_total(control))))
-    cohort, control = run.counts()
+    cohort, control = run.cohort_counts(1, None, start), run.cohort_counts(0, None, start)
     strata = {str(k): {"ring": _counts(cohort.get(k, CohortCounts())),
                        "control": _counts(control.get(k, CohortCounts()))}
               for k in sorted(set(cohort) | set(control))}

@@ -40,6 +40,14 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class StratumRates:
+    """A stratum's own base rates, as factors on the behaviour's (1: the same)."""
+
+    crash_rate: float = 1.0
+    install_failure: float = 1.0
+
+
+@dataclass(frozen=True)
 class Behaviour:
     poll_interval_s: int = 3600  # simulated time one round stands for (a device's poll interval)
     online: float = 1.0  # chance that a device polls in a given round
@@ -47,6 +55,12 @@ class Behaviour:
     error_rate: float = 0.1  # errors per device-hour
     install_failure: float = 0.0  # chance that a new image fails its boot check
     metrics: tuple[MetricSpec, ...] = ()
+    strata: tuple[tuple[str, StratumRates], ...] = ()  # "variant/region" -> its base rates
+    device_shape: float = 0.0  # per-device crash multiplier ~ Gamma(k, 1/k); 0: none
+    daily_sigma: float = 0.0  # fleet-level noise: a lognormal factor per simulated day
+
+    def stratum(self, variant: str, region: str) -> StratumRates:
+        return dict(self.strata).get(f"{variant}/{region}", StratumRates())
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ class Effect:
     install_failure: float = 1.0
     bad_image: bool = False  # the image never passes its boot check
     metrics: tuple[tuple[str, float], ...] = ()  # metric name -> factor on its mean
+    after_hours: float = 0.0  # the effect starts once a device has run this long on the image
 
     def metric_factor(self, name: str) -> float:
         return dict(self.metrics).get(name, 1.0)
@@ -69,8 +84,17 @@ class ReleaseSpec:
     version: str  # read from the manifest
     effect: Effect = Effect()
     variant_effects: tuple[tuple[str, Effect], ...] = ()  # complete effects for some variants
+    region_effects: tuple[tuple[str, Effect], ...] = ()  # ... for some regions
+    stratum_effects: tuple[tuple[str, Effect], ...] = ()  # ... for "variant/region" strata
 
-    def effect_for(self, variant: str) -> Effect:
+    def effect_for(self, variant: str, region: str | None = None) -> Effect:
+        """The most specific effect: the stratum's, else the region's, else the variant's."""
+        if region is not None:
+            found = dict(self.stratum_effects).get(f"{variant}/{region}")
+            if found is None:
+                found = dict(self.region_effects).get(region)
+            if found is not None:
+                return found
         return dict(self.variant_effects).get(variant, self.effect)
 
 
@@ -92,10 +116,30 @@ class PolicyStep:
 
 
 @dataclass(frozen=True)
+class Skew:
+    """One stratum is ``factor`` times as likely as its share in the early rings (model mode)."""
+
+    stratum: str  # "variant/region"
+    factor: float
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Telemetry lost from round ``start`` to ``end`` (model mode): a ring's or a region's reports
+    held back until it ends (device outboxes), or, with neither, the whole source unreachable."""
+
+    start: int
+    end: int
+    ring: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
 class Rollout:
     salt: str
     rings: tuple[RingSpec, ...]
     schedule: tuple[PolicyStep, ...]
+    skew: Skew | None = None
 
 
 @dataclass(frozen=True)
@@ -110,12 +154,18 @@ class Scenario:
     behaviour: Behaviour
     releases: tuple[ReleaseSpec, ...]
     rollout: Rollout
+    outages: tuple[Outage, ...] = ()
 
     def release(self, version: str) -> ReleaseSpec | None:
         return next((r for r in self.releases if r.version == version), None)
 
 
 # ------------------------------------------------------------------------------------ parsing
+def _keys(value: Any) -> set[str]:
+    """The keys a free-form mapping may have: its own (anything else is refused as "not a mapping")."""
+    return {str(k) for k in value} if isinstance(value, dict) else set()
+
+
 class _Parser:
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
@@ -163,12 +213,14 @@ class _Parser:
         for key in ("crash_rate", "error_rate", "install_failure"):
             if key in raw:
                 changes[key] = self.number((*where, key), raw[key])
+        if "after_hours" in raw:
+            changes["after_hours"] = self.number((*where, "after_hours"), raw["after_hours"])
         if "bad_image" in raw:
             if not isinstance(raw["bad_image"], bool):
                 raise self.doc.error((*where, "bad_image"), "must be true or false")
             changes["bad_image"] = raw["bad_image"]
         if "metrics" in raw:
-            m = self.mapping((*where, "metrics"), raw["metrics"], set(raw["metrics"] or {}))
+            m = self.mapping((*where, "metrics"), raw["metrics"], _keys(raw["metrics"]))
             changes["metrics"] = tuple((k, self.number((*where, "metrics", k), v)) for k, v in m.items())
         return replace(base, **changes)
 
@@ -176,7 +228,7 @@ class _Parser:
 def parse_scenario(doc: YamlDoc) -> Scenario:
     p = _Parser(doc)
     top = p.mapping((), doc.data, {"schema", "name", "seed", "mode", "rounds", "workers", "fleet", "behaviour",
-                                   "releases", "rollout"},
+                                   "releases", "rollout", "outages"},
                     {"schema", "name", "fleet", "releases", "rollout"})
     if top["schema"] != SCHEMA:
         raise doc.error(("schema",), f"expected {SCHEMA!r}")
@@ -185,9 +237,15 @@ def parse_scenario(doc: YamlDoc) -> Scenario:
     if mode not in MODES:
         raise doc.error(("mode",), f"must be one of {', '.join(MODES)}")
     fleet = _fleet(p, top["fleet"])
-    behaviour = _behaviour(p, top.get("behaviour", {}))
-    releases = _releases(p, top["releases"])
-    rollout = _rollout(p, top["rollout"], {r.version for r in releases})
+    behaviour = _behaviour(p, top.get("behaviour", {}), fleet)
+    releases = _releases(p, top["releases"], fleet)
+    rollout = _rollout(p, top["rollout"], {r.version for r in releases}, fleet)
+    outages = _outages(p, top.get("outages", []), rollout, fleet)
+    if mode == "full":
+        for key, present in (("outages", bool(outages)), ("rollout.skew", rollout.skew is not None)):
+            if present:
+                where: FieldPath = tuple(key.split("."))
+                raise doc.error(where, "is model mode only (full mode runs real devices and servers)")
     last = max(s.round for s in rollout.schedule)
     rounds = p.int_(("rounds",), top.get("rounds", last + 3), 1)
     if rounds <= last:
@@ -198,7 +256,39 @@ def parse_scenario(doc: YamlDoc) -> Scenario:
                 raise doc.error(("releases",), f"release {ver}: effect for variant {variant!r}, which the fleet "
                                                "does not have")
     return Scenario(doc.path, name, p.int_(("seed",), top.get("seed", 1)), mode, rounds,
-                    p.int_(("workers",), top.get("workers", 16), 1, 256), fleet, behaviour, releases, rollout)
+                    p.int_(("workers",), top.get("workers", 16), 1, 256), fleet, behaviour, releases, rollout,
+                    outages)
+
+
+def _stratum_name(p: _Parser, where: FieldPath, value: Any, fleet: Fleet) -> str:
+    variants, regions = dict(fleet.variants), dict(fleet.regions)
+    if not isinstance(value, str) or value.count("/") != 1:
+        raise p.doc.error(where, f"{value!r} is not a stratum like hp-500/eu (variant/region)")
+    variant, region = value.split("/")
+    if variant not in variants or region not in regions:
+        raise p.doc.error(where, f"the fleet has no stratum {value!r} (variants: {', '.join(variants)}; "
+                                 f"regions: {', '.join(regions)})")
+    return value
+
+
+def _outages(p: _Parser, value: Any, rollout: Rollout, fleet: Fleet) -> tuple[Outage, ...]:
+    if not isinstance(value, list):
+        raise p.doc.error(("outages",), "must be a list of outages")
+    out = []
+    rings = [r.name for r in rollout.rings]
+    for i, item in enumerate(value):
+        at: FieldPath = ("outages", i)
+        raw = p.mapping(at, item, {"from_round", "to_round", "ring", "region"}, {"from_round", "to_round"})
+        start = p.int_((*at, "from_round"), raw["from_round"])
+        end = p.int_((*at, "to_round"), raw["to_round"], start + 1)
+        ring = raw.get("ring")
+        if ring is not None and ring not in rings:
+            raise p.doc.error((*at, "ring"), f"must be one of the rollout's rings ({', '.join(rings)})")
+        region = raw.get("region")
+        if region is not None and region not in dict(fleet.regions):
+            raise p.doc.error((*at, "region"), f"the fleet has no region {region!r}")
+        out.append(Outage(start, end, ring, region))
+    return tuple(out)
 
 
 def _fleet(p: _Parser, value: Any) -> Fleet:
@@ -218,11 +308,18 @@ def _fleet(p: _Parser, value: Any) -> Fleet:
     return fleet
 
 
-def _behaviour(p: _Parser, value: Any) -> Behaviour:
+def _behaviour(p: _Parser, value: Any, fleet: Fleet) -> Behaviour:
     w: FieldPath = ("behaviour",)
     raw = p.mapping(w, value, {f.name for f in fields(Behaviour)})
+    strata = []
+    for name, rates in p.mapping((*w, "strata"), raw.get("strata", {}), _keys(raw.get("strata"))).items():
+        at = (*w, "strata", name)
+        key = _stratum_name(p, at, name, fleet)
+        r = p.mapping(at, rates, {"crash_rate", "install_failure"})
+        strata.append((key, StratumRates(p.number((*at, "crash_rate"), r.get("crash_rate", 1.0)),
+                                         p.number((*at, "install_failure"), r.get("install_failure", 1.0)))))
     metrics = []
-    for mname, spec in (p.mapping((*w, "metrics"), raw.get("metrics", {}), set(raw.get("metrics") or {}))).items():
+    for mname, spec in (p.mapping((*w, "metrics"), raw.get("metrics", {}), _keys(raw.get("metrics")))).items():
         at = (*w, "metrics", mname)
         if not _METRIC.match(mname):
             raise p.doc.error(at, "metric names are [A-Za-z_][A-Za-z0-9_]*")
@@ -237,10 +334,13 @@ def _behaviour(p: _Parser, value: Any) -> Behaviour:
         error_rate=p.number((*w, "error_rate"), raw.get("error_rate", 0.1)),
         install_failure=p.number((*w, "install_failure"), raw.get("install_failure", 0.0), 0.0, 1.0),
         metrics=tuple(metrics),
+        strata=tuple(strata),
+        device_shape=p.number((*w, "device_shape"), raw.get("device_shape", 0.0), 0.0, 100.0),
+        daily_sigma=p.number((*w, "daily_sigma"), raw.get("daily_sigma", 0.0), 0.0, 2.0),
     )
 
 
-def _releases(p: _Parser, value: Any) -> tuple[ReleaseSpec, ...]:
+def _releases(p: _Parser, value: Any, fleet: Fleet) -> tuple[ReleaseSpec, ...]:
     from otactl.release.manifest import load_manifest
 
     if not isinstance(value, list) or not value:
@@ -248,7 +348,7 @@ def _releases(p: _Parser, value: Any) -> tuple[ReleaseSpec, ...]:
     out: list[ReleaseSpec] = []
     for i, item in enumerate(value):
         w: FieldPath = ("releases", i)
-        raw = p.mapping(w, item, {"manifest", "effect", "variants"}, {"manifest"})
+        raw = p.mapping(w, item, {"manifest", "effect", "variants", "regions", "strata"}, {"manifest"})
         if not isinstance(raw["manifest"], str):
             raise p.doc.error((*w, "manifest"), "must be a path to a release manifest")
         path = (Path(p.doc.path).parent / raw["manifest"]).resolve()
@@ -256,21 +356,36 @@ def _releases(p: _Parser, value: Any) -> tuple[ReleaseSpec, ...]:
             raise p.doc.error((*w, "manifest"), f"{raw['manifest']}: no such manifest ({path})")
         manifest = load_manifest(path)
         effect = p.effect((*w, "effect"), raw.get("effect", {}), Effect())
-        per = p.mapping((*w, "variants"), raw.get("variants", {}), set(raw.get("variants") or {}))
+        per = p.mapping((*w, "variants"), raw.get("variants", {}), _keys(raw.get("variants")))
         variant_effects = tuple((p.name((*w, "variants", v), v, "variant"), p.effect((*w, "variants", v), e, effect))
                                 for v, e in per.items())
         for v, _ in variant_effects:
             if v not in manifest.variants:
                 raise p.doc.error((*w, "variants", v), f"release {manifest.version} has no variant {v!r}")
+        per_region = p.mapping((*w, "regions"), raw.get("regions", {}), _keys(raw.get("regions")))
+        region_effects = []
+        for r, e in per_region.items():
+            if r not in dict(fleet.regions):
+                raise p.doc.error((*w, "regions", r), f"the fleet has no region {r!r}")
+            region_effects.append((r, p.effect((*w, "regions", r), e, effect)))
+        per_stratum = p.mapping((*w, "strata"), raw.get("strata", {}), _keys(raw.get("strata")))
+        stratum_effects = [(_stratum_name(p, (*w, "strata", k), k, fleet), p.effect((*w, "strata", k), e, effect))
+                           for k, e in per_stratum.items()]
         if any(r.version == manifest.version for r in out):
             raise p.doc.error((*w, "manifest"), f"release {manifest.version} is listed twice")
-        out.append(ReleaseSpec(path, manifest.version, effect, variant_effects))
+        out.append(ReleaseSpec(path, manifest.version, effect, variant_effects, tuple(region_effects),
+                               tuple(stratum_effects)))
     return tuple(out)
 
 
-def _rollout(p: _Parser, value: Any, versions: set[str]) -> Rollout:
+def _rollout(p: _Parser, value: Any, versions: set[str], fleet: Fleet) -> Rollout:
     w: FieldPath = ("rollout",)
-    raw = p.mapping(w, value, {"salt", "rings", "schedule"}, {"schedule"})
+    raw = p.mapping(w, value, {"salt", "rings", "schedule", "skew"}, {"schedule"})
+    skew = None
+    if raw.get("skew") is not None:
+        sk = p.mapping((*w, "skew"), raw["skew"], {"stratum", "factor"}, {"stratum", "factor"})
+        skew = Skew(_stratum_name(p, (*w, "skew", "stratum"), sk["stratum"], fleet),
+                    p.number((*w, "skew", "factor"), sk["factor"], 1.0, 100.0))
     rings_raw = raw.get("rings", [{"name": "all", "percent": 100}])
     if not isinstance(rings_raw, list) or not rings_raw:
         raise p.doc.error((*w, "rings"), "must be a list of rings")
@@ -326,7 +441,7 @@ def _rollout(p: _Parser, value: Any, versions: set[str]) -> Rollout:
     salt = raw.get("salt", "sim")
     if not isinstance(salt, str) or not salt:
         raise p.doc.error((*w, "salt"), "must be a non-empty string")
-    return Rollout(salt, tuple(rings), tuple(steps))
+    return Rollout(salt, tuple(rings), tuple(steps), skew)
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -28,8 +28,12 @@ def healthy() -> MemorySource:
     src = MemorySource()
     for variant in ("hp-300", "hp-400", "hp-500"):
         key = StratumKey(MODEL, variant, "eu")
-        src.set(MODEL, "2.1.0", "canary", key, CohortCounts(40, 40, 0, 8, 8, 4000.0))
-        src.set(MODEL, "2.0.0", "all", key, CohortCounts(160, 160, 1, 32, 30, 16000.0))
+        src.set(MODEL, "2.1.0", "canary", key, CohortCounts(
+            reports=4000, installs=40, crashes=40, device_hours=4000.0, crash_hours=38.0,
+            devices=40))  # enough crashes to rule out a 2x regression: power before PASS
+        src.set(MODEL, "2.0.0", "all", key, CohortCounts(
+            reports=16000, installs=160, install_failures=1, crashes=160, device_hours=16000.0,
+            crash_hours=150.0, devices=160))
     return src
 
 
