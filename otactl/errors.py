@@ -11,6 +11,7 @@ Third-party errors are translated with ``raise ... from``.
     │   ├── NotFoundError (1)
     │   └── ConflictError (1)     a concurrent writer won (optimistic concurrency)
     ├── VerificationError (1)     a signature, hash or metadata check failed
+    ├── TelemetrySourceError (1)  a telemetry source cannot be read; nothing was recorded
     ├── GateFailedError (3)       a gate failed; the rollout was rolled back or paused
     └── WaitingError (4)          waiting for approval, soak or data, or timed out
 """
@@ -78,6 +79,11 @@ class ConflictError(StoreError):
 
 class VerificationError(OtactlError):
     pass
+
+
+class TelemetrySourceError(OtactlError):
+    """A telemetry source cannot be read (missing database, unreachable Prometheus): an error with
+    the source's own cause, never a gate verdict. Raised before the step writes anything."""
 
 
 class GateFailedError(OtactlError):

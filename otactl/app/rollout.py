@@ -5,6 +5,12 @@ order — records the new state (a conditional write: the first of two concurren
 other gets a ConflictError before anything is published), publishes the new rollout policy when it
 changed, and appends a signed audit entry. If a crash interrupts between the state and the policy,
 the next step sees ``policy_version`` ahead of the published policy and publishes it again.
+
+Telemetry is read before anything is written: a source that cannot be read (a database that does
+not exist, a Prometheus that does not answer) is a :class:`TelemetrySourceError` (exit 1) with the
+source's own cause, and the step records, publishes and logs nothing. It is never a gate verdict;
+missing data inside a readable source is WAIT by the gate's declared rule
+(docs/decisions/0106-missing-data-and-reinstate.md).
 """
 
 from __future__ import annotations
@@ -18,16 +24,17 @@ from typing import Any
 
 from otactl.app import rollout_state as rs
 from otactl.app.context import Context
+from otactl.app.observe import observe as observe_ring
 from otactl.app.policy import current_policy, publish_policy
 from otactl.app.release import list_releases
 from otactl.audit import log as audit
-from otactl.errors import NotFoundError, UsageError
+from otactl.errors import NotFoundError, TelemetrySourceError, UsageError
 from otactl.release.bundle import canonical
 from otactl.rollout import decide as core
 from otactl.rollout.gates import Observation, Phase, RingVerdict, evaluate_ring
 from otactl.rollout.plan import KeyId, Plan, load_plan
 from otactl.rollout.rings import DeviceId, DeviceInfo, PlanReport, plan_report
-from otactl.telemetry.source import CohortQuery, TelemetrySource, TelemetryUnavailable
+from otactl.telemetry.source import TelemetrySource, TelemetryUnavailable
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,7 @@ def start(ctx: Context, model: str, version: str, plan_file: Path, *, baseline: 
     record = rs.RolloutRecord(model, rollout_id, salt, str(plan_file), plan_text, release, base_ref,
                               core.start(version, ctx.now), _published_version(ctx, model) + 1,
                               etag=existing.etag if existing else None)
+    _policy(ctx, record, plan_)  # a bad release or one below the floor is refused before anything is written
     record = rs.save(ctx.store, record, create=existing is None)
     _publish(ctx, record)
     plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
@@ -149,19 +157,21 @@ def _result(record: rs.RolloutRecord, decision: core.Decision) -> StepResult:
 
 
 def observe(record: rs.RolloutRecord, source: TelemetrySource, now: datetime) -> Observation:
-    plan_ = record.plan
+    """What the source reports for the record's current ring (``otactl.app.observe``: the same
+    queries the gate-quality benchmark runs). A source that cannot be read raises
+    ``TelemetryUnavailable``, never an empty observation: that would be a verdict by accident."""
     i = record.state.ring_index
-    since = record.state.ring_started[i]  # a window per ring: carried e-values hold the earlier rings
-    exposed = frozenset(r.name for r in plan_.rings[: i + 1])
-    waiting = frozenset(r.name for r in plan_.rings[i + 1:])
+    return observe_ring(source, record.plan, i, model=record.model, release=record.release.version,
+                        baseline=record.baseline.version, since=record.state.ring_started[i], now=now)
+
+
+def _read_telemetry(record: rs.RolloutRecord, source: TelemetrySource, now: datetime) -> Observation:
     try:
-        ring = source.cohort_counts(CohortQuery(record.model, record.release.version, exposed, since, now))
-        control = source.cohort_counts(CohortQuery(record.model, record.baseline.version, waiting, since, now)) \
-            if waiting else source.cohort_counts(CohortQuery(record.model, record.baseline.version, None, since, now))
-        install_control = source.cohort_counts(CohortQuery(record.model, record.baseline.version, None, None, now))
-    except TelemetryUnavailable:
-        return Observation(None, None, since, now)
-    return Observation(ring, control, since, now, install_control or None)
+        return observe(record, source, now)
+    except TelemetryUnavailable as exc:
+        raise TelemetrySourceError(
+            f"telemetry source unavailable: {exc}; nothing was recorded, the rollout is unchanged",
+            hint="check --telemetry (or OTACTL_TELEMETRY_SOURCE) and run the step again") from exc
 
 
 def _digest(evidence: dict[str, Any] | None) -> str:
@@ -192,12 +202,15 @@ def verdict_json(v: RingVerdict) -> dict[str, Any]:
 
 def step(ctx: Context, model: str, source: TelemetrySource, *, key: str | None = None) -> StepResult:
     record = rs.require(ctx.store, model)
+    plan_ = record.plan
+    running = not record.terminal and record.state.status is not core.Status.PAUSED
+    # read first: a source that cannot be read stops the step before anything is written
+    observation = _read_telemetry(record, source, ctx.now) if running else None
     if record.policy_version > _published_version(ctx, model) and not record.terminal:
         _publish(ctx, record)  # a previous step crashed after recording its decision
-    plan_ = record.plan
-    if record.terminal or record.state.status is core.Status.PAUSED:
+    if observation is None:
         return _result(record, core.decide(plan_, record.state, None, ctx.now))
-    verdict = evaluate_ring(plan_, record.state.ring_index, observe(record, source, ctx.now), record.state.carry)
+    verdict = evaluate_ring(plan_, record.state.ring_index, observation, record.state.carry)
     decision = core.decide(plan_, record.state, verdict, ctx.now)
     new_state = core.apply(record.state, decision, ctx.now, verdict)
     changed = decision.changes_policy or new_state.status is not record.state.status
@@ -298,23 +311,18 @@ __all__ = ["Phase", "StepResult", "approve", "pause", "plan", "resume", "rollbac
 
 def report(ctx: Context, model: str, fmt: str) -> str:
     """Markdown or HTML report of the model's rollouts: archived ones and the current one."""
-    import json
 
     from otactl.report import rollouts as rep
 
-    docs: dict[str, dict[str, Any]] = {}
-    for key in ctx.store.list(f"rollouts-state/{model}/"):
-        doc = json.loads(ctx.store.get(key))
-        docs[doc["rollout_id"]] = doc
-    current = ctx.store.get_optional(rs.state_key(model))
+    records = {r.rollout_id: r for r in rs.archived(ctx.store, model)}  # each checked field by field
+    current = rs.load(ctx.store, model)
     if current is not None:
-        doc = json.loads(current)
-        docs[doc["rollout_id"]] = doc
-    if not docs:
+        records[current.rollout_id] = current
+    if not records:
         raise NotFoundError(f"model {model!r}: no rollouts to report")
     entries = audit.entries(ctx.store, model)
     summaries = []
-    for doc in sorted(docs.values(), key=lambda d: d["state"]["ring_started"][0]):
-        n = sum(1 for e in entries if e.details.get("rollout_id") == doc["rollout_id"])
-        summaries.append(rep.summarise(doc, n))
+    for record in sorted(records.values(), key=lambda r: r.state.ring_started[0]):
+        n = sum(1 for e in entries if e.details.get("rollout_id") == record.rollout_id)
+        summaries.append(rep.summarise(record, n))
     return rep.markdown(summaries, ctx.now) if fmt == "md" else rep.html_page(summaries, ctx.now)

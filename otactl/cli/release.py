@@ -1,4 +1,4 @@
-"""`otactl release build|review|approve|publish|list|withdraw`."""
+"""`otactl release build|review|approve|publish|list|withdraw|reinstate`."""
 
 from __future__ import annotations
 
@@ -144,3 +144,20 @@ def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None
           [[r.model, r.version, r.status, r.security_version, ", ".join(r.signed_by), ", ".join(r.missing),
             ", ".join(sorted(r.variants))] for r in rows])
 
+
+@app.command("reinstate")
+def reinstate(model: str = typer.Argument(..., metavar="MODEL", help="Product model."),
+              version: str = typer.Argument(..., metavar="VERSION", help="The release marked bad."),
+              reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit log)."),
+              key: str = typer.Option(..., "--key", help="Release-manager key that signs the audit entry."),
+              workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Clear a release's bad mark so a new rollout may target it (a release manager's signed, audited action)."""
+    from otactl.app import reinstate as service
+    from otactl.app.context import Context
+
+    result = service.reinstate(Context.open(workspace), model, version, reason, key)
+    if output is Output.json:
+        emit_json("release-reinstate", result.to_json())
+        return
+    print(f"{result.model}/{result.version}: reinstated by {result.actor} (rollout policy v{result.policy_version}; "
+          f"marked bad now: {', '.join(result.bad_releases) or 'none'})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,19 @@ TelemetryOpt = typer.Option("sqlite:telemetry.db", "--telemetry", envvar="OTACTL
 KeyOpt = typer.Option(None, "--key", help="Key that signs the audit entry (default: the rollouts key).")
 
 
-def _source(spec: str, workspace: Path) -> Any:
+@contextmanager
+def _source(spec: str, workspace: Path) -> Iterator[Any]:
     from otactl.telemetry.query import connect
 
     if spec.startswith("sqlite:") and not Path(spec[7:]).is_absolute():
         spec = f"sqlite:{(workspace / spec[7:]).resolve()}"
-    return connect(spec)
+    source = connect(spec)
+    try:
+        yield source
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def _show(result: Any, output: Output) -> None:
@@ -50,16 +59,32 @@ def _exit(result: Any) -> None:
 
 @app.command("plan")
 def plan(model: str, version: str, plan_file: Path = typer.Option(..., "--plan", help="canary/<name>.yaml"),
+         telemetry: str | None = typer.Option(
+             None, "--telemetry", help="sqlite:PATH or prometheus:URL: also estimate, per ring, whether the "
+             "fleet can give each gate the power a PASS needs (from the baseline's recent telemetry)."),
+         baseline: str | None = typer.Option(None, "--baseline", help="The fleet's current release "
+                                             "(default: the newest published one older than VERSION)."),
          workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Exactly which devices each ring holds, strata coverage, and exposure before the first gate."""
+    """Exactly which devices each ring holds, strata coverage, exposure before the first gate, and
+    (with --telemetry) whether each ring can ever get the power its gates need."""
     from otactl.app import rollout
     from otactl.app.context import Context
 
-    report = rollout.plan(Context.open(workspace), model, version, plan_file)
+    ctx = Context.open(workspace)
+    report = rollout.plan(ctx, model, version, plan_file)
+    powered = None
+    if telemetry is not None:
+        from otactl.app.plan_power import plan_power
+
+        with _source(telemetry, workspace) as source:
+            powered = plan_power(ctx, model, version, plan_file, report, source, baseline)
     if output is Output.json:
         import json
 
-        sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+        doc = report.to_json()
+        if powered is not None:
+            doc["power"] = powered.to_json()
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return
     table(f"plan {report.plan} for {model} {version} (salt {report.salt}; {report.fleet_devices} devices, "
           f"{report.fleet_strata} strata)", ["ring", "devices", "cumulative", "strata covered", "missing strata"],
@@ -67,6 +92,13 @@ def plan(model: str, version: str, plan_file: Path = typer.Option(..., "--plan",
             ", ".join(r.strata_missing) or "-"] for r in report.rings])
     print(f"devices exposed before the first gate can decide: {report.exposed_before_first_gate}; "
           f"unassigned: {report.unassigned}")
+    if powered is not None:
+        table(f"power before PASS (baseline {powered.baseline}, last 72 h of telemetry)",
+              ["ring", "gate", "events needed", "hours to collect", "feasible", "what to change"],
+              [[g.ring, g.metric, f"{g.needed_events:.0f}", "-" if g.hours is None else f"{g.hours:.1f}",
+                "yes" if g.feasible else "NO", g.advice or "-"] for g in powered.gates])
+        for warning in powered.warnings:
+            info(f"warning: {warning}")
 
 
 @app.command("start")
@@ -83,11 +115,13 @@ def start(model: str, version: str, plan_file: Path = typer.Option(..., "--plan"
 @app.command("step")
 def step(model: str, telemetry: str = TelemetryOpt, key: str = KeyOpt, workspace: Path = WorkspaceOpt,
          output: Output = OutputOpt) -> None:
-    """One idempotent controller step. Exit 0 advanced/complete, 3 rolled back/paused, 4 waiting."""
+    """One idempotent controller step. Exit 0 advanced/complete, 3 rolled back/paused, 4 waiting,
+    1 the telemetry source cannot be read (nothing recorded)."""
     from otactl.app import rollout
     from otactl.app.context import Context
 
-    result = rollout.step(Context.open(workspace), model, _source(telemetry, workspace), key=key)
+    with _source(telemetry, workspace) as source:
+        result = rollout.step(Context.open(workspace), model, source, key=key)
     _show(result, output)
     _exit(result)
 
@@ -96,24 +130,26 @@ def step(model: str, telemetry: str = TelemetryOpt, key: str = KeyOpt, workspace
 def watch(model: str, telemetry: str = TelemetryOpt, interval: float = typer.Option(60.0, "--interval"),
           timeout: float = typer.Option(3600.0, "--timeout", help="Seconds before giving up (exit 4)."),
           key: str = KeyOpt, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Step until complete (0), rolled back or paused (3), or timed out waiting (4). For CI."""
+    """Step until complete (0), rolled back or paused (3), or timed out waiting (4). For CI.
+
+    Stops at once (exit 1, nothing recorded by that step) when the telemetry source cannot be read."""
     from otactl.app import rollout
     from otactl.app.context import Context
 
     deadline = time.monotonic() + timeout
-    source = _source(telemetry, workspace)
-    while True:
-        result = rollout.step(Context.open(workspace), model, source, key=key)
-        if output is Output.table:
-            _show(result, output)
-        if result.status != "running" or not (result.waiting or result.action == "advance"):
-            break
-        if time.monotonic() + interval > deadline:
-            info(f"timed out after {timeout:.0f} s, still {result.action} at ring {result.ring!r}")
-            if output is Output.json:
+    with _source(telemetry, workspace) as source:
+        while True:
+            result = rollout.step(Context.open(workspace), model, source, key=key)  # raises: no retry loop
+            if output is Output.table:
                 _show(result, output)
-            raise typer.Exit(4)
-        time.sleep(interval)
+            if result.status != "running" or not (result.waiting or result.action == "advance"):
+                break
+            if time.monotonic() + interval > deadline:
+                info(f"timed out after {timeout:.0f} s, still {result.action} at ring {result.ring!r}")
+                if output is Output.json:
+                    _show(result, output)
+                raise typer.Exit(4)
+            time.sleep(interval)
     if output is Output.json:
         _show(result, output)
     _exit(result)

@@ -3,125 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from app_parts import MODEL, ROOT, ctx_at, plan_file, policy, snapshot, telemetry, verify_audit
 
-from otactl.app import fleet, release, rollout
-from otactl.app.context import Context, utcnow
-from otactl.app.init import init_workspace
-from otactl.app.policy import current_policy
+from otactl.app import release, rollout
+from otactl.app import rollout_state as rs
+from otactl.app.context import Context
 from otactl.audit import log as audit
-from otactl.errors import ConflictError, ExitCode, UsageError, VerificationError
-from otactl.fleet.records import load_inventory
-from otactl.keys.keyfile import public_key
+from otactl.errors import ConflictError, ExitCode, TelemetrySourceError, UsageError, VerificationError
 from otactl.release.manifest import load_manifest
-from otactl.telemetry.source import (
-    CohortCounts,
-    CohortQuery,
-    MemorySource,
-    StratumKey,
-    TelemetrySource,
-    TelemetryUnavailable,
-)
-
-ROOT = Path(__file__).resolve().parents[3]
-MODEL = "t9-engine"
-PLAN = """\
-schema: otactl/canary-plan/1
-name: test
-strata: [model, variant]
-rings:
-  - name: canary
-    selector: {percent: 30}
-    soak_device_hours: 100
-    min_reporting_devices: 10
-    gates:
-      - {metric: crash_rate, max_ratio: 1.3, missing: wait}
-      - {metric: install_failure_rate, max_ratio: 1.3, limit: 0.2, missing: wait}
-%(approvals)s
-  - name: all
-    selector: {percent: 100}
-    soak_device_hours: 0
-    min_reporting_devices: 1
-    gates: []
-"""
-APPROVALS = """\
-    approvals:
-      required: 1
-      keys: [release-manager]"""
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    os.environ["OTACTL_KEY_PASSPHRASE"] = "test-passphrase"
-    ws = tmp_path_factory.mktemp("tpl") / "ws"
-    init_workspace(ws, store_url=None, endpoint_url=None, release_managers=["release-manager"], approvals=1,
-                   bin_bit_length=2, now=utcnow())
-    ctx = Context.open(ws)
-    for name in ("t9-engine-2.0.0.yaml", "t9-engine-2.1.0.yaml"):
-        m = load_manifest(ROOT / "manifests" / name)
-        release.build(ctx, m)
-        release.approve(ctx, m.version, "release-manager")
-        release.publish(ctx, m.version)
-    fleet.import_devices(ctx, load_inventory(ROOT / "examples/fleet/inventory.csv"), "inventory")
-    return ws
-
-
-@pytest.fixture
-def ws(template: Path, tmp_path: Path) -> Path:
-    os.environ["OTACTL_KEY_PASSPHRASE"] = "test-passphrase"
-    dest = tmp_path / "ws"
-    shutil.copytree(template, dest)
-    return dest
-
-
-def plan_file(ws: Path, *, approvals: bool = False) -> Path:
-    path = ws / "canary" / "test.yaml"
-    path.write_text(PLAN % {"approvals": APPROVALS if approvals else ""})
-    return path
-
-
-def ctx_at(ws: Path, hours: float = 0) -> Context:
-    ctx = Context.open(ws)
-    ctx.now = ctx.now + timedelta(hours=hours)
-    return ctx
-
-
-def telemetry(new_crash_rate: float, old_crash_rate: float = 0.002, devices: int = 40) -> MemorySource:
-    """Ring cohort on 2.1.0 and control on 2.0.0, with the given crash rates per device-hour."""
-    src = MemorySource()
-    for variant in ("hp-300", "hp-400", "hp-500"):
-        key = StratumKey(MODEL, variant, "eu")
-        hours = devices * 100.0
-        src.set(MODEL, "2.1.0", "canary", key, CohortCounts(devices, devices, 0, round(new_crash_rate * hours),
-                                                             min(devices, round(new_crash_rate * hours)), hours))
-        src.set(MODEL, "2.0.0", "all", key, CohortCounts(devices * 4, devices * 4, 1,
-                                                         round(old_crash_rate * hours * 4),
-                                                         min(devices * 4, round(old_crash_rate * hours * 4)),
-                                                         hours * 4))
-    return src
-
-
-def policy(ws: Path) -> dict:
-    ctx = Context.open(ws)
-    doc = current_policy(ctx, ctx.repository(), MODEL)
-    assert doc is not None
-    return doc
-
-
-def verify_audit(ws: Path) -> audit.VerifyReport:
-    ctx = Context.open(ws)
-
-    def key_for(keyid: str):
-        entry = ctx.trust.key_by_id(keyid)
-        return None if entry is None else public_key(entry.public)
-
-    return audit.verify(ctx.store, MODEL, key_for)
+from otactl.telemetry.counters import DISPERSION_LOOKBACK_H
+from otactl.telemetry.source import CohortQuery, MemorySource, TelemetrySource, TelemetryUnavailable
 
 
 def test_start_publishes_first_ring_and_refuses_a_second_rollout(ws: Path) -> None:
@@ -169,16 +65,52 @@ def test_bad_release_is_rolled_back_and_marked_bad(ws: Path) -> None:
 
 
 class Unreachable(TelemetrySource):
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.fail_on = fail_on  # None: every query; else only queries of this release
+
     def cohort_counts(self, query: CohortQuery) -> dict:
-        raise TelemetryUnavailable("connection refused")
+        if self.fail_on is None or query.release == self.fail_on:
+            raise TelemetryUnavailable("Prometheus at http://127.0.0.1:9 is unreachable: connection refused")
+        return telemetry(0.002).cohort_counts(query)
 
 
-def test_unreachable_telemetry_waits_and_never_passes(ws: Path) -> None:
+@pytest.mark.parametrize("source", [Unreachable(), Unreachable(fail_on="2.0.0")], ids=["every-query", "control-only"])
+def test_unreadable_telemetry_is_an_error_and_records_nothing(ws: Path, source: TelemetrySource) -> None:
     rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
+    before = snapshot(ws)
     for hours in (24, 240):
-        result = rollout.step(ctx_at(ws, hours), MODEL, Unreachable())
-        assert result.action == "hold" and rollout.exit_code_for(result) == ExitCode.WAITING
-    assert policy(ws)["policy_version"] == 1
+        with pytest.raises(TelemetrySourceError) as caught:
+            rollout.step(ctx_at(ws, hours), MODEL, source)
+        assert caught.value.exit_code == ExitCode.ERROR
+        assert str(caught.value) == ("telemetry source unavailable: Prometheus at http://127.0.0.1:9 is unreachable: "
+                                     "connection refused; nothing was recorded, the rollout is unchanged")
+    assert snapshot(ws) == before
+    assert policy(ws)["policy_version"] == 1 and policy(ws)["bad_releases"] == []
+    assert verify_audit(ws).entries == 1  # start only
+
+
+def test_a_paused_rollout_reads_no_telemetry(ws: Path) -> None:
+    """A paused or finished rollout reads no telemetry, so an unreadable source does not matter."""
+    rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
+    rollout.pause(ctx_at(ws, 1), MODEL, "investigating")
+    assert rollout.step(ctx_at(ws, 2), MODEL, Unreachable()).status == "paused"
+
+
+def test_observation_carries_the_baselines_dispersion_window(ws: Path) -> None:
+    rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
+    seen: list[CohortQuery] = []
+
+    class Recording(MemorySource):
+        def cohort_counts(self, query: CohortQuery) -> dict:
+            seen.append(query)
+            return telemetry(0.002).cohort_counts(query)
+
+    ctx = ctx_at(ws, 100)
+    record = rs.require(ctx.store, MODEL)
+    obs = rollout.observe(record, Recording(), ctx.now)
+    lookback = [q for q in seen if q.since == ctx.now - timedelta(hours=DISPERSION_LOOKBACK_H)]
+    assert [(q.release, q.rings, q.until) for q in lookback] == [("2.0.0", None, ctx.now)]
+    assert obs.dispersion is not None and sum(c.periods for c in obs.dispersion.values()) > 0
 
 
 def test_no_data_holds(ws: Path) -> None:

@@ -1,0 +1,136 @@
+"""Shared parts of the application-service tests: a real workspace with published releases and the
+example fleet (built once per module, copied per test), a canary plan, in-memory telemetry.
+
+A test module takes the fixtures by importing them: ``from app_parts import template, ws``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from otactl.app import fleet, release
+from otactl.app.context import Context, utcnow
+from otactl.app.init import init_workspace
+from otactl.app.policy import current_policy
+from otactl.audit import log as audit
+from otactl.fleet.records import load_inventory
+from otactl.keys.keyfile import public_key
+from otactl.release.manifest import load_manifest
+from otactl.telemetry.source import CohortCounts, MemorySource, StratumKey
+
+ROOT = Path(__file__).resolve().parents[3]
+PASSPHRASE = "test-passphrase"
+MODEL = "t9-engine"
+RELEASES = ("2.0.0", "2.1.0")  # published in the template; a module may publish more (build_template)
+PLAN = """\
+schema: otactl/canary-plan/1
+name: test
+strata: [model, variant]
+rings:
+  - name: canary
+    selector: {percent: 30}
+    soak_device_hours: 100
+    min_reporting_devices: 10
+    gates:
+      - {metric: crash_rate, max_ratio: 1.3, missing: wait}
+      - {metric: install_failure_rate, max_ratio: 1.3, limit: 0.2, missing: wait}
+%(approvals)s
+  - name: all
+    selector: {percent: 100}
+    soak_device_hours: 0
+    min_reporting_devices: 1
+    gates: []
+"""
+APPROVALS = """\
+    approvals:
+      required: 1
+      keys: [release-manager]"""
+
+
+def build_template(ws: Path, versions: tuple[str, ...] = RELEASES) -> Path:
+    """``init`` with one release manager, ``versions`` of t9-engine built, approved and published, the fleet."""
+    os.environ["OTACTL_KEY_PASSPHRASE"] = PASSPHRASE
+    init_workspace(ws, store_url=None, endpoint_url=None, release_managers=["release-manager"], approvals=1,
+                   bin_bit_length=2, now=utcnow())
+    ctx = Context.open(ws)
+    for version in versions:
+        name = "t9-engine-2.1.1-config.yaml" if version == "2.1.1" else f"t9-engine-{version}.yaml"
+        m = load_manifest(ROOT / "manifests" / name)
+        release.build(ctx, m)
+        release.approve(ctx, m.version, "release-manager")
+        release.publish(ctx, m.version)
+    fleet.import_devices(ctx, load_inventory(ROOT / "examples/fleet/inventory.csv"), "inventory")
+    return ws
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_template(tmp_path_factory.mktemp("tpl") / "ws")
+
+
+@pytest.fixture
+def ws(template: Path, tmp_path: Path) -> Path:
+    os.environ["OTACTL_KEY_PASSPHRASE"] = PASSPHRASE
+    dest = tmp_path / "ws"
+    shutil.copytree(template, dest)
+    return dest
+
+
+def plan_file(ws: Path, *, approvals: bool = False) -> Path:
+    path = ws / "canary" / "test.yaml"
+    path.write_text(PLAN % {"approvals": APPROVALS if approvals else ""})
+    return path
+
+
+def ctx_at(ws: Path, hours: float = 0) -> Context:
+    ctx = Context.open(ws)
+    ctx.now = ctx.now + timedelta(hours=hours)
+    return ctx
+
+
+def counts(devices: int, hours: float, crash_rate: float, install_failures: int = 0) -> CohortCounts:
+    """A cohort's counts: ``crash_rate`` crashes per device-hour, one crash per crashing hour and period."""
+    crashes = round(crash_rate * hours)
+    return CohortCounts(reports=devices * 10, installs=devices, install_failures=install_failures, crashes=crashes,
+                        device_hours=hours, crash_hours=min(hours, float(crashes)), periods=int(hours // 24),
+                        period_crashes=crashes, period_crash_sq=crashes, devices=devices)
+
+
+def telemetry(new_crash_rate: float, old_crash_rate: float = 0.002, devices: int = 40,
+              release: str = "2.1.0", baseline: str = "2.0.0") -> MemorySource:
+    """Ring cohort on ``release`` and control on ``baseline``, with the given crash rates per device-hour."""
+    src = MemorySource()
+    for variant in ("hp-300", "hp-400", "hp-500"):
+        key = StratumKey(MODEL, variant, "eu")
+        hours = devices * 100.0
+        src.set(MODEL, release, "canary", key, counts(devices, hours, new_crash_rate))
+        # the baseline's installs failed now and then (1 in 8): enough for the ring to rule out a 2x regression
+        src.set(MODEL, baseline, "all", key, counts(devices * 4, hours * 4, old_crash_rate, devices // 2))
+    return src
+
+
+def policy(ws: Path) -> dict:
+    ctx = Context.open(ws)
+    doc = current_policy(ctx, ctx.repository(), MODEL)
+    assert doc is not None
+    return doc
+
+
+def verify_audit(ws: Path) -> audit.VerifyReport:
+    ctx = Context.open(ws)
+
+    def key_for(keyid: str):
+        entry = ctx.trust.key_by_id(keyid)
+        return None if entry is None else public_key(entry.public)
+
+    return audit.verify(ctx.store, MODEL, key_for)
+
+
+def snapshot(ws: Path) -> dict[str, bytes]:
+    """Every byte a command could have written under the workspace: state, archives, audit log, repository."""
+    return {str(p.relative_to(ws)): p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file()}
