@@ -24,11 +24,12 @@ from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 
 import otactl.keys.keyfile as keyfile
+from otactl.app import stored
 from otactl.app.context import Context
-from otactl.errors import ConflictError, NotFoundError, UsageError, VerificationError
+from otactl.errors import ConflictError, NotFoundError, StoreError, UsageError, VerificationError
 from otactl.release import bundle
 from otactl.release.hashing import hash_file
-from otactl.release.manifest import Manifest
+from otactl.release.manifest import VERSION_RE, Manifest
 from otactl.repo import layout
 from otactl.repo.repository import Repository, to_bytes
 
@@ -74,9 +75,47 @@ def version_key(version: str) -> tuple[Any, ...]:
     return (*(int(p) for p in core.split(".")), pre == "", pre)
 
 
+STATE_SCHEMA = "otactl/release-state/1"
+STATE_KIND = "release state"
+STORED_STATUSES = ("staged", "published", "withdrawn")  # "approved" is worked out from the signatures
+
+
+def parse_state(data: bytes, where: str, model: str, version: str) -> dict[str, Any]:
+    """A release's state document, checked field by field (one StoreError naming ``where`` and the field)."""
+    f = stored.decode(data, where, STATE_KIND)
+    if f.doc.get("schema") != STATE_SCHEMA:
+        raise f.error("schema", f"must be {STATE_SCHEMA!r}, got {f.doc.get('schema')!r:.60}")
+    for key, expected in (("model", model), ("version", version)):
+        if f.text(key) != expected:
+            raise f.error(key, f"{f.doc[key]!r:.60} does not match the object's name ({expected!r})")
+    f.choice("status", STORED_STATUSES)
+    f.time("created")
+    f.integer("security_version")
+    f.optional_text("built_by")
+    f.texts("new_targets", optional=True)
+    variants = f.optional_obj("variants")
+    if variants is not None:
+        for name, params in variants.doc.items():
+            variants.obj_of(name, params)
+    if f.doc.get("status") == "withdrawn":
+        f.obj("withdrawn").text("reason")
+    return f.doc
+
+
+def _state_where(ctx: Context, model: str, version: str) -> str:
+    return f"{ctx.store.url}{state_key(model, version)}"
+
+
 def _load_state(ctx: Context, model: str, version: str) -> dict[str, Any] | None:
     raw = ctx.store.get_optional(state_key(model, version))
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else parse_state(raw, _state_where(ctx, model, version), model, version)
+
+
+def _versioned_state(ctx: Context, ref: ReleaseRef) -> tuple[dict[str, Any], str]:
+    """The state document to update and the etag to update it against."""
+    versioned = ctx.store.get_versioned(state_key(ref.model, ref.version))
+    where = _state_where(ctx, ref.model, ref.version)
+    return parse_state(versioned.data, where, ref.model, ref.version), versioned.etag
 
 
 def resolve(ctx: Context, spec: str) -> ReleaseRef:
@@ -179,7 +218,7 @@ def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
     md.signed.version += 1
     md.signed.expires = repo._expiry("releases")
     _sign_with(md, ctx, signer_name)
-    state = {"schema": "otactl/release-state/1", "model": model, "version": version, "status": "staged",
+    state = {"schema": STATE_SCHEMA, "model": model, "version": version, "status": "staged",
              "created": ctx.now.isoformat(), "built_by": signer_name,
              "base_releases_version": releases.signed.version,
              "security_version": manifest.security_version, "variants": manifest.variants,
@@ -318,8 +357,12 @@ def diff_variants(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def list_releases(ctx: Context) -> list[ReleaseInfo]:
     out = []
     for key in ctx.store.list("releases-state/"):
-        _, model, name = key.split("/", 2)
-        out.append(info(ctx, ReleaseRef(model, name.removesuffix(".json"))))
+        parts = key.split("/")
+        version = parts[-1].removesuffix(".json")
+        if len(parts) != 3 or not parts[-1].endswith(".json") or not VERSION_RE.match(version):
+            raise StoreError(f"{ctx.store.url}{key}: not a release state object (expected "
+                             "releases-state/<model>/<version>.json); move it out of releases-state/")
+        out.append(info(ctx, ReleaseRef(parts[1], version)))
     return sorted(out, key=lambda r: (r.model, version_key(r.version)))
 
 
@@ -409,19 +452,17 @@ def publish(ctx: Context, spec: str) -> ReleaseInfo:
 
 
 def _mark_published(ctx: Context, ref: ReleaseRef) -> ReleaseInfo:
-    versioned = ctx.store.get_versioned(state_key(ref.model, ref.version))
-    state = json.loads(versioned.data)
+    state, etag = _versioned_state(ctx, ref)
     state["status"] = "published"
     state["published"] = ctx.now.isoformat()
-    ctx.store.put_if(state_key(ref.model, ref.version), json.dumps(state, indent=1).encode(), versioned.etag)
+    ctx.store.put_if(state_key(ref.model, ref.version), json.dumps(state, indent=1).encode(), etag)
     return info(ctx, ref)
 
 
 def withdraw(ctx: Context, spec: str, reason: str) -> ReleaseInfo:
     ref = resolve(ctx, spec)
-    versioned = ctx.store.get_versioned(state_key(ref.model, ref.version))
-    state = json.loads(versioned.data)
+    state, etag = _versioned_state(ctx, ref)
     state["status"] = "withdrawn"
     state["withdrawn"] = {"at": ctx.now.isoformat(), "reason": reason}
-    ctx.store.put_if(state_key(ref.model, ref.version), json.dumps(state, indent=1).encode(), versioned.etag)
+    ctx.store.put_if(state_key(ref.model, ref.version), json.dumps(state, indent=1).encode(), etag)
     return info(ctx, ref)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
-from otactl.errors import ConflictError, NotFoundError, VerificationError
+from otactl.app import stored
+from otactl.app.stored import Fields
+from otactl.errors import ConflictError, NotFoundError, StoreError
 from otactl.rollout.decide import Action, Approval, HistoryEntry, ReleaseRef, RolloutState, Status
 from otactl.rollout.plan import KeyId, Plan, parse_plan
 from otactl.store.base import BlobStore
@@ -74,27 +75,66 @@ class RolloutRecord:
         }
 
 
-def from_json(doc: dict[str, Any], etag: str | None, where: str) -> RolloutRecord:
+KIND = "rollout state"
+
+
+def _ref(f: Fields, key: str) -> ReleaseRef:
+    ref = f.obj(key)
+    return ReleaseRef(ref.text("version"), ref.integer("security_version"))
+
+
+def _approval(s: Fields, i: int, raw: Any) -> Approval:
+    if not (isinstance(raw, list) and len(raw) == 2):
+        raise s.error(f"approvals.{i}", f"must be a [ring, key] pair, got {raw!r:.60}")
+    return Approval(s.text_of(f"approvals.{i}.0", raw[0]), KeyId(s.text_of(f"approvals.{i}.1", raw[1])))
+
+
+def _history(s: Fields, i: int, raw: Any) -> HistoryEntry:
+    h = s.obj_of(f"history.{i}", raw)
+    action = h.choice("action", tuple(a.value for a in Action))
+    return HistoryEntry(h.time("time"), h.integer("ring_index"), Action(action), h.text("reason"))
+
+
+def _evidence(s: Fields, i: int, raw: Any) -> tuple[str, float]:
+    if not (isinstance(raw, list) and len(raw) == 2):
+        raise s.error(f"evidence.{i}", f"must be a [key, e-value] pair, got {raw!r:.60}")
+    return s.text_of(f"evidence.{i}.0", raw[0]), s.number_of(f"evidence.{i}.1", raw[1])
+
+
+def from_json(doc: Any, etag: str | None, where: str) -> RolloutRecord:
+    """A record from its JSON form; a StoreError naming ``where`` and the field if anything is off."""
+    if isinstance(doc, Fields):
+        f = doc
+    elif isinstance(doc, dict):
+        f = Fields(doc, where, KIND)
+    else:
+        raise StoreError(f"{where}: corrupt {KIND}: not a JSON object")
+    if f.doc.get("schema") != SCHEMA:
+        raise f.error("schema", f"must be {SCHEMA!r}, got {f.doc.get('schema')!r:.60}")
+    s = f.obj("state")
+    started = [s.time_of(f"ring_started.{i}", t) for i, t in enumerate(s.items("ring_started"))]
     try:
-        if doc.get("schema") != SCHEMA:
-            raise ValueError(f"schema is not {SCHEMA}")
-        s = doc["state"]
         state = RolloutState(
-            release=s["release"], ring_index=int(s["ring_index"]), status=Status(s["status"]),
-            ring_started=tuple(datetime.fromisoformat(t) for t in s["ring_started"]),
-            approvals=frozenset(Approval(r, KeyId(k)) for r, k in s["approvals"]),
-            history=tuple(HistoryEntry(datetime.fromisoformat(h["time"]), int(h["ring_index"]),
-                                       Action(h["action"]), h["reason"]) for h in s["history"]),
-            evidence=tuple((str(k), float(v)) for k, v in s.get("evidence", [])),
+            release=s.text("release"), ring_index=s.integer("ring_index"),
+            status=Status(s.choice("status", tuple(x.value for x in Status))),
+            ring_started=tuple(started),
+            approvals=frozenset(_approval(s, i, a) for i, a in enumerate(s.items("approvals"))),
+            history=tuple(_history(s, i, h) for i, h in enumerate(s.items("history"))),
+            evidence=tuple(_evidence(s, i, e) for i, e in enumerate(s.items("evidence", optional=True))),
         )
-        return RolloutRecord(
-            doc["model"], doc["rollout_id"], doc["salt"], doc["plan_path"], doc["plan_text"],
-            ReleaseRef(doc["release"]["version"], int(doc["release"]["security_version"])),
-            ReleaseRef(doc["baseline"]["version"], int(doc["baseline"]["security_version"])),
-            state, int(doc["policy_version"]), doc.get("paused_by"), doc.get("last_verdict"), etag,
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise VerificationError(f"{where}: corrupt rollout state ({exc})") from None
+    except ValueError as exc:  # RolloutState's own invariants (one start time per reached ring, ...)
+        raise s.error(None, str(exc)) from None
+    last_verdict = f.optional_obj("last_verdict")
+    return RolloutRecord(
+        f.text("model"), f.text("rollout_id"), f.text("salt"), f.text("plan_path"), f.text("plan_text"),
+        _ref(f, "release"), _ref(f, "baseline"), state, f.integer("policy_version"),
+        f.optional_text("paused_by"), None if last_verdict is None else last_verdict.doc, etag,
+    )
+
+
+def parse(data: bytes, etag: str | None, where: str) -> RolloutRecord:
+    """A record from the stored bytes (garbage, truncated JSON, wrong types: one StoreError)."""
+    return from_json(stored.decode(data, where, KIND), etag, where)
 
 
 def load(store: BlobStore, model: str) -> RolloutRecord | None:
@@ -102,11 +142,22 @@ def load(store: BlobStore, model: str) -> RolloutRecord | None:
         v = store.get_versioned(state_key(model))
     except NotFoundError:
         return None
-    try:
-        doc = json.loads(v.data)
-    except ValueError as exc:
-        raise VerificationError(f"{store.url}{state_key(model)}: corrupt rollout state ({exc})") from None
-    return from_json(doc, v.etag, f"{store.url}{state_key(model)}")
+    where = f"{store.url}{state_key(model)}"
+    record = parse(v.data, v.etag, where)
+    if record.model != model:
+        raise StoreError(f"{where}: corrupt {KIND}: field 'model': {record.model!r:.60}, expected {model!r}")
+    return record
+
+
+def load_key(store: BlobStore, key: str) -> RolloutRecord:
+    """The record at ``key``: the current one or an archived one (``rollouts-state/<model>/<id>.json``)."""
+    v = store.get_versioned(key)
+    return parse(v.data, v.etag, f"{store.url}{key}")
+
+
+def archived(store: BlobStore, model: str) -> list[RolloutRecord]:
+    """Every finished rollout of ``model``, in key order."""
+    return [load_key(store, key) for key in store.list(f"rollouts-state/{model}/")]
 
 
 def require(store: BlobStore, model: str) -> RolloutRecord:

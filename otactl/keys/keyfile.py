@@ -36,6 +36,7 @@ _KDF = nacl.pwhash.argon2id
 # libsodium's "interactive" Argon2id profile (64 MiB, 2 passes): OWASP-level for an offline file.
 OPSLIMIT = _KDF.OPSLIMIT_INTERACTIVE
 MEMLIMIT = _KDF.MEMLIMIT_INTERACTIVE
+_PUBLIC_KEY_BYTES = 32  # ed25519
 
 
 def public_key(verify_key_hex: str) -> SSlibKey:
@@ -98,7 +99,10 @@ class KeyFile:
             raise KeyAccessError(f"{self.path}: wrong passphrase (or the file was altered)") from None
         except (KeyError, ValueError, TypeError) as exc:
             raise KeyAccessError(f"{self.path}: corrupt key file ({exc})") from None
-        signing = nacl.signing.SigningKey(seed)
+        try:
+            signing = nacl.signing.SigningKey(seed)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            raise KeyAccessError(f"{self.path}: corrupt key file (the sealed seed is not an ed25519 key)") from None
         if signing.verify_key.encode().hex() != self.public.keyval["public"]:
             raise KeyAccessError(f"{self.path}: private key does not match its public key")
         return signing
@@ -115,15 +119,60 @@ def read_keyfile(path: Path) -> KeyFile:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise ValueError("not an otactl private key")
-        name = str(doc["name"])
-        pub = public_key(str(doc["public"]))
-        if pub.keyid != doc["keyid"]:
+        name = _text(doc, "name")
+        public = _text(doc, "public")
+        if not _is_hex(public, _PUBLIC_KEY_BYTES):
+            raise ValueError("public: must be an ed25519 public key, 64 hex digits")
+        pub = public_key(public)
+        if pub.keyid != doc.get("keyid"):
             raise ValueError("keyid does not match the public key")
-        for field in ("kdf", "box", "cipher"):
-            doc[field]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise KeyAccessError(f"{path}: not an otactl key file ({exc})") from None
+        _check_sealed(doc)
+    except RecursionError:
+        raise KeyAccessError(f"{path}: not an otactl key file (JSON nested too deeply)") from None
+    except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise KeyAccessError(f"{path}: not an otactl key file ({' '.join(str(exc).split())})") from None
     return KeyFile(path, name, pub, doc)
+
+
+def _text(doc: dict[str, Any], field: str) -> str:
+    value = doc.get(field)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field}: must be a string")
+    return value
+
+
+def _is_hex(value: Any, size: int | None = None) -> bool:
+    if not isinstance(value, str) or not value or len(value) % 2:
+        return False
+    try:
+        data = bytes.fromhex(value)
+    except ValueError:
+        return False
+    return size is None or len(data) == size
+
+
+def _check_sealed(doc: dict[str, Any]) -> None:
+    """The KDF and the sealed box, within libsodium's bounds, before any Argon2id work.
+
+    A tampered file must not make ``unlock`` run Argon2id for hours or ask for terabytes: the cost
+    is bounded by libsodium's "sensitive" profile (1 GiB, 4 passes), the most any otactl key uses.
+    """
+    kdf = doc.get("kdf")
+    if not isinstance(kdf, dict):
+        raise ValueError("kdf: must be an object")
+    if kdf.get("name") != "argon2id":
+        raise ValueError(f"kdf.name: {kdf.get('name')!r:.40} is not argon2id")
+    for field, low, high in (("opslimit", _KDF.OPSLIMIT_MIN, _KDF.OPSLIMIT_SENSITIVE),
+                             ("memlimit", _KDF.MEMLIMIT_MIN, _KDF.MEMLIMIT_SENSITIVE)):
+        value = kdf.get(field)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"kdf.{field}: {value!r:.40} is outside {low}..{high}")
+    if not _is_hex(kdf.get("salt"), _KDF.SALTBYTES):
+        raise ValueError(f"kdf.salt: must be {_KDF.SALTBYTES} bytes of hex")
+    if doc.get("cipher") != "xsalsa20poly1305":
+        raise ValueError(f"cipher: {doc.get('cipher')!r:.40} is not xsalsa20poly1305")
+    if not _is_hex(doc.get("box")):
+        raise ValueError("box: must be hex")
 
 
 def generate_keyfile(path: Path, name: str, passphrase: str) -> SSlibKey:

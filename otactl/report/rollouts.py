@@ -1,11 +1,29 @@
-"""Rollout reports from the recorded state (current and archived) and the audit log. Pure rendering."""
+"""Rollout reports from the recorded state (current and archived) and the audit log. Pure rendering.
+
+Every string that comes from a record (reasons an operator typed, release and ring names, verdict
+fields) is untrusted text: the Markdown escapes it (HTML special characters as entities, Markdown
+punctuation with backslashes, so it is neither live HTML nor a link or an image), and the HTML page
+renders that Markdown with raw HTML disabled and escapes what it writes into the SVG charts.
+"""
 
 from __future__ import annotations
 
 import html
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from otactl.errors import OtactlError, StoreError
+
+
+@dataclass(frozen=True)
+class Event:
+    time: datetime
+    ring_index: int
+    action: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -17,61 +35,109 @@ class RolloutSummary:
     status: str
     rings: list[str]
     ring_index: int
-    history: list[dict[str, Any]]  # time, ring_index, action, reason
+    history: list[Event]  # the start, then the record's history
     last_verdict: dict[str, Any] | None
     audit_entries: int
 
+    def ring(self, index: int) -> str:
+        return self.rings[index] if 0 <= index < len(self.rings) else f"#{index} (not in the plan)"
 
-def summarise(doc: dict[str, Any], audit_entries: int) -> RolloutSummary:
-    from otactl.rollout.plan import parse_plan
 
-    plan = parse_plan(doc["plan_text"], doc["plan_path"])
-    state = doc["state"]
-    started = {"time": state["ring_started"][0], "ring_index": 0, "action": "start",
-               "reason": f"rollout started in ring {plan.rings[0].name!r}"}
-    return RolloutSummary(doc["rollout_id"], doc["model"], doc["release"]["version"], doc["baseline"]["version"],
-                          state["status"], [r.name for r in plan.rings], state["ring_index"],
-                          [started, *state["history"]],
-                          doc.get("last_verdict"), audit_entries)
+def summarise(record: Any, audit_entries: int, where: str | None = None) -> RolloutSummary:
+    """A summary of one rollout record (a ``RolloutRecord``, or its JSON form, checked field by field)."""
+    from otactl.app import rollout_state as rs
+
+    if not isinstance(record, rs.RolloutRecord):
+        rollout_id = record.get("rollout_id") if isinstance(record, dict) else None
+        record = rs.from_json(record, None, where or f"rollout record {rollout_id!r:.60}")
+    where = where or f"rollout {record.rollout_id}"
+    try:
+        plan = record.plan
+    except OtactlError as exc:
+        raise StoreError(f"{where}: corrupt rollout state: field 'plan_text': the recorded plan does not "
+                         f"parse ({exc})") from None
+    state = record.state
+    started = Event(state.ring_started[0], 0, "start", f"rollout started in ring {plan.rings[0].name!r}")
+    history = [started, *(Event(h.time, h.ring_index, h.action.value, h.reason) for h in state.history)]
+    return RolloutSummary(record.rollout_id, record.model, record.release.version, record.baseline.version,
+                          state.status.value, [r.name for r in plan.rings], state.ring_index, history,
+                          record.last_verdict, audit_entries)
+
+
+# ------------------------------------------------------------------------------------ escaping
+# Inline Markdown that could make text something else: code, emphasis, links and images, table cells.
+_MD_PUNCTUATION = re.compile(r"([\\`*_\[\]|])")
+
+
+def md_text(value: Any) -> str:
+    """Untrusted text for a Markdown paragraph or table cell: no HTML, links, images or emphasis survive."""
+    text = " ".join(str(value).split())  # a newline would end the table row
+    return _MD_PUNCTUATION.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def _evidence_rows(s: RolloutSummary) -> list[dict[str, Any]]:
+    verdict = s.last_verdict if isinstance(s.last_verdict, dict) else {}
+    gates = verdict.get("gates")
     rows = []
-    for gate in (s.last_verdict or {}).get("gates", []):
-        for ev in gate.get("evidence", []):
-            rows.append({"metric": gate["metric"], **ev})
+    for gate in gates if isinstance(gates, list) else []:
+        if not isinstance(gate, dict) or not isinstance(gate.get("evidence"), list):
+            continue
+        for ev in gate["evidence"]:
+            if isinstance(ev, dict):
+                rows.append({**ev, "metric": gate.get("metric")})
     return rows
 
 
+def _float(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float | str):
+        return None
+    try:
+        value = float(x)  # the JSON form writes infinities as "inf"
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
 def _num(x: Any, fmt: str = ".3g") -> str:
-    return "n/a" if x is None or isinstance(x, str) else format(float(x), fmt)
+    value = _float(x)
+    return "n/a" if value is None or isinstance(x, str) else format(value, fmt)
+
+
+def _interval(row: dict[str, Any]) -> tuple[float, float] | None:
+    iv = row.get("interval")
+    if not isinstance(iv, list | tuple) or len(iv) != 2:
+        return None
+    lo, hi = _float(iv[0]), _float(iv[1])
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def markdown(summaries: list[RolloutSummary], generated: datetime) -> str:
     out = [f"# Rollout report\n\nGenerated {generated.isoformat()}.\n"]
     for s in summaries:
-        out.append(f"## {s.rollout_id}: {s.model} {s.baseline} → {s.release}\n")
-        out.append(f"Status **{s.status}** at ring `{s.rings[s.ring_index]}` "
-                   f"({s.ring_index + 1} of {len(s.rings)}: {' → '.join(s.rings)}); "
+        out.append(f"## {md_text(s.rollout_id)}: {md_text(s.model)} {md_text(s.baseline)} → {md_text(s.release)}\n")
+        out.append(f"Status **{md_text(s.status)}** at ring {md_text(s.ring(s.ring_index))} "
+                   f"({s.ring_index + 1} of {len(s.rings)}: {' → '.join(md_text(r) for r in s.rings)}); "
                    f"{s.audit_entries} audit entries.\n")
         out.append("| time | ring | action | reason |\n|---|---|---|---|")
         for h in s.history:
-            out.append(f"| {h['time']} | {s.rings[h['ring_index']]} | {h['action']} | "
-                       f"{h['reason'].replace('|', '/')} |")
+            out.append(f"| {h.time.isoformat()} | {md_text(s.ring(h.ring_index))} | {md_text(h.action)} | "
+                       f"{md_text(h.reason)} |")
         rows = _evidence_rows(s)
         if rows:
             v = s.last_verdict or {}
-            out.append(f"\nLast verdict **{v.get('phase', '?').upper()}** for ring `{v.get('ring')}`, "
-                       f"{v.get('devices', 0)} devices, {_num(v.get('device_hours'), '.0f')} device-hours, "
-                       f"window {v.get('since')} - {v.get('until')}.\n")
+            out.append(f"\nLast verdict **{md_text(str(v.get('phase', '?')).upper())}** for ring "
+                       f"{md_text(v.get('ring'))}, {md_text(v.get('devices', 0))} devices, "
+                       f"{_num(v.get('device_hours'), '.0f')} device-hours, "
+                       f"window {md_text(v.get('since'))} - {md_text(v.get('until'))}.\n")
             out.append("| metric | scope | test | events | exposure | rate | reference | ratio | 95% interval | "
                        "e-value | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
-                interval = r.get("interval")
+                interval = _interval(r)
                 iv = f"{_num(interval[0])} - {_num(interval[1])}" if interval else "n/a"
-                out.append(f"| {r['metric']} | {r['scope']} | {r['test']} | {r['events']} | "
-                           f"{_num(r['exposure'], '.0f')} | {_num(r['rate'])} | {_num(r['reference_rate'])} | "
-                           f"{_num(r['ratio'])} | {iv} | {_num(r['e_value'])} | {r['phase']} |")
+                out.append(f"| {md_text(r.get('metric'))} | {md_text(r.get('scope'))} | {md_text(r.get('test'))} | "
+                           f"{md_text(r.get('events'))} | {_num(r.get('exposure'), '.0f')} | {_num(r.get('rate'))} | "
+                           f"{_num(r.get('reference_rate'))} | {_num(r.get('ratio'))} | {iv} | "
+                           f"{_num(r.get('e_value'))} | {md_text(r.get('phase'))} |")
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -81,18 +147,18 @@ def _timeline_svg(s: RolloutSummary) -> str:
     w, h, pad = 560, 160, 40
     if not s.history:
         return ""
-    times = [datetime.fromisoformat(x["time"]) for x in s.history]
+    times = [x.time for x in s.history]
     t0, t1 = times[0], max(times[-1], times[0])
     span = max((t1 - t0).total_seconds(), 1.0)
     n = max(len(s.rings) - 1, 1)
 
-    def xy(t: datetime, ring: int) -> tuple[float, float]:
+    def xy(t: datetime, ring: float) -> tuple[float, float]:
         return pad + (w - 2 * pad) * (t - t0).total_seconds() / span, h - pad - (h - 2 * pad) * ring / n
 
     pts = []
-    prev = None
+    prev: float | None = None
     for t, x in zip(times, s.history, strict=True):
-        ring = x["ring_index"] if x["action"] != "rollback" else -0.0
+        ring = float(min(max(x.ring_index, 0), n)) if x.action != "rollback" else 0.0
         if prev is not None:
             pts.append(xy(t, prev))
         pts.append(xy(t, ring))
@@ -108,24 +174,28 @@ def _timeline_svg(s: RolloutSummary) -> str:
 
 def _ratio_svg(s: RolloutSummary) -> str:
     """Effect ratio with its interval per scope, against the gate's tolerated ratio of 1."""
-    rows = [r for r in _evidence_rows(s) if r.get("ratio") not in (None, "inf") and r.get("interval")]
+    rows = []
+    for r in _evidence_rows(s):
+        ratio, interval = _float(r.get("ratio")), _interval(r)
+        if ratio is not None and math.isfinite(ratio) and interval is not None and math.isfinite(interval[0]):
+            rows.append((r, ratio, interval))
     if not rows:
         return ""
     w, row_h, left = 560, 18, 230
     h = row_h * len(rows) + 30
-    hi = max(2.0, max(float(r["interval"][1]) for r in rows if r["interval"][1] not in (None, "inf")))
+    hi = max(2.0, max((iv[1] for _, _, iv in rows if math.isfinite(iv[1])), default=2.0))
 
     def x(v: float) -> float:
-        return left + (w - left - 10) * min(v, hi) / hi
+        return left + (w - left - 10) * max(min(v, hi), 0.0) / hi
 
     parts = [f'<line x1="{x(1):.1f}" y1="0" x2="{x(1):.1f}" y2="{h - 20}" stroke="#999" stroke-dasharray="3"/>']
-    for i, r in enumerate(rows):
+    for i, (r, ratio, (lo, up)) in enumerate(rows):
         y = 12 + i * row_h
-        lo, up = float(r["interval"][0]), float(r["interval"][1]) if r["interval"][1] != "inf" else hi
-        colour = {"fail": "#c0392b", "wait": "#f39c12"}.get(r["phase"], "#27ae60")
-        parts.append(f'<text x="0" y="{y + 4}" font-size="10">{html.escape(r["metric"] + " " + r["scope"])}</text>')
+        colour = {"fail": "#c0392b", "wait": "#f39c12"}.get(str(r.get("phase")), "#27ae60")
+        label = html.escape(f"{r.get('metric')} {r.get('scope')}")
+        parts.append(f'<text x="0" y="{y + 4}" font-size="10">{label}</text>')
         parts.append(f'<line x1="{x(lo):.1f}" y1="{y}" x2="{x(up):.1f}" y2="{y}" stroke="{colour}" stroke-width="2"/>')
-        parts.append(f'<circle cx="{x(float(r["ratio"])):.1f}" cy="{y}" r="3" fill="{colour}"/>')
+        parts.append(f'<circle cx="{x(ratio):.1f}" cy="{y}" r="3" fill="{colour}"/>')
     parts.append(f'<text x="{x(1):.1f}" y="{h - 5}" font-size="10">ratio 1 (same as control)</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
             f'aria-label="effect ratios with 95% intervals">{"".join(parts)}</svg>')
@@ -135,7 +205,8 @@ def html_page(summaries: list[RolloutSummary], generated: datetime) -> str:
     import markdown_it  # rich depends on markdown-it-py: already installed with otactl
 
     body = []
-    md = markdown_it.MarkdownIt("commonmark").enable("table")
+    # html=False: raw HTML in the Markdown is rendered as text, never as markup (the text is escaped anyway)
+    md = markdown_it.MarkdownIt("commonmark", {"html": False}).enable("table")
     for s in summaries:
         body.append(md.render(markdown([s], generated).split("\n", 3)[-1]))
         body.append("<h3>Ring reached over time</h3>" + _timeline_svg(s))

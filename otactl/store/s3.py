@@ -15,6 +15,7 @@ endpoint fails within seconds instead of minutes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import uuid
@@ -36,6 +37,7 @@ ENDPOINT_ENV = "OTACTL_S3_ENDPOINT_URL"
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 60
 MAX_ATTEMPTS = 2  # one retry: transient errors are retried, a dead endpoint fails in seconds
+DIGEST_CHUNK = 1024 * 1024  # digest() streams objects in pieces of this size
 
 # Objects the store writes for itself (the conditional-write probe); never listed.
 _INTERNAL_PREFIX = ".otactl-probe-"
@@ -181,6 +183,23 @@ class S3Store(BlobStore):
         except (ClientError, BotoCoreError) as exc:
             self._fail(exc, key)
         return Versioned(bytes(data), str(response["ETag"]))
+
+    def digest(self, key: str) -> tuple[int, str]:
+        """Length and SHA-256 of an object, streamed in 1 MiB chunks: memory does not grow with the object."""
+        name = self._key(key)
+        sha = hashlib.sha256()
+        length = 0
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=name)
+            # closing(), not `with body`: StreamingBody.__enter__ returns the raw urllib3 stream, which
+            # skips botocore's check that the whole Content-Length arrived
+            with contextlib.closing(response["Body"]) as body:
+                for chunk in body.iter_chunks(DIGEST_CHUNK):
+                    sha.update(chunk)
+                    length += len(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(exc, key)
+        return length, sha.hexdigest()
 
     def put(self, key: str, data: bytes) -> None:
         name = self._key(key)
