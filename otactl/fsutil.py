@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -25,14 +25,14 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def sha256_stream(fh: BinaryIO, progress: Callable[[int], None] | None = None,
+def sha256_stream(fh: io.RawIOBase, progress: Callable[[int], None] | None = None,
                   chunk: int = 1024 * 1024) -> tuple[int, str]:
     """(length, SHA-256 hex) of an unbuffered binary file, read into one reused buffer: constant memory."""
     digest = hashlib.sha256()
     length = 0
     buf = bytearray(chunk)
     view = memoryview(buf)
-    while n := fh.readinto(buf):  # type: ignore[attr-defined]
+    while n := fh.readinto(buf):
         digest.update(view[:n])
         length += n
         if progress is not None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from otactl.errors import KeyAccessError, UsageError
 from otactl.yamlio import YamlDoc, check_keys, load_yaml
+
+if TYPE_CHECKING:
+    from otactl.store import BlobStore
 
 WORKSPACE_FILE = "otactl.yaml"
 TRUST_FILE = "signing/trust.yaml"
@@ -162,7 +165,7 @@ class Workspace:
         text += yaml.safe_dump(trust.to_dict(), sort_keys=False)
         atomic_write(self.root / TRUST_FILE, text.encode())
 
-    def store(self):  # type: ignore[no-untyped-def]
+    def store(self) -> BlobStore:
         from otactl.store import open_store
 
         return open_store(self.store_url, endpoint_url=self.endpoint_url)

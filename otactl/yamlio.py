@@ -17,6 +17,7 @@ knows it, the line.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ class _BoundedLoader(yaml.SafeLoader):
         return InputFileError(self._path, problem, line=_line(mark))
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML leaves Parser.peek_event untyped
         if isinstance(event, yaml.AliasEvent):
             raise self._refuse(event.start_mark, f"YAML alias '*{event.anchor}': {_NO_ALIASES}")
         anchor = getattr(event, "anchor", None)
@@ -233,7 +234,7 @@ def _syntax_error(exc: yaml.YAMLError, path: str) -> InputFileError:
 
 
 def check_keys(doc: YamlDoc, where: FieldPath, value: Any, allowed: set[str],
-               required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+               required: Set[str] = frozenset()) -> dict[str, Any]:
     """A mapping with only known keys and all required ones, or an error naming the field."""
     if not isinstance(value, dict):
         raise doc.error(where, "must be a mapping")

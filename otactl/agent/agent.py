@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 from tuf.api import exceptions as tuf_exc
-from tuf.ngclient import FetcherInterface, Updater  # type: ignore[attr-defined]
+from tuf.ngclient import FetcherInterface, Updater
 
 from otactl.agent import decide
 from otactl.agent.health import BootCheck, BootVerdict, HealthProbe, integrity_check, uptime_probe

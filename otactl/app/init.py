@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from securesystemslib.signer import Signer
+
 import otactl.keys.keyfile as keyfile
 from otactl.errors import KeyAccessError, StoreError, UsageError
 from otactl.repo import layout
@@ -129,7 +131,7 @@ def init_workspace(
         passphrases = PassphraseSource()
         key_names = sorted({k for keys, _ in roles.values() for k in keys})
         entries: dict[str, KeyEntry] = {}
-        signers = {}
+        signers: dict[str, Signer] = {}
         for name in key_names:
             rel = f"{KEY_DIR}/{name}.key"
             pw = passphrases(name)
@@ -145,7 +147,7 @@ def init_workspace(
         )
         ws = Workspace.open(build)
         ws.write_trust(trust)
-        pool = SignerPool(ws, trust, preloaded=signers)  # type: ignore[arg-type]
+        pool = SignerPool(ws, trust, preloaded=signers)
         repo = Repository.create(ws.store(), trust, pool, now)
         published = repo.publish()
         (build / ROOT_FILE).write_bytes(ws.store().get(layout.metadata_key("root", 1)))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from otactl.app.context import Context
-from otactl.errors import TelemetrySourceError, UsageError
+from otactl.errors import TelemetrySourceError
 from otactl.rollout import power, stats
 from otactl.rollout.plan import load_plan
 from otactl.rollout.rings import PlanReport, project
@@ -45,16 +45,11 @@ def cumulative_strata(report: PlanReport) -> list[dict[str, int]]:
 
 def plan_power(ctx: Context, model: str, version: str, plan_file: Path, report: PlanReport,
                source: TelemetrySource, baseline: str | None = None) -> PowerReport:
-    from otactl.app.release import list_releases, version_key
+    from otactl.app.rollout import newest_older
 
     plan = load_plan(plan_file)
     if baseline is None:
-        older = [r for r in list_releases(ctx) if r.model == model and r.status == "published"
-                 and version_key(r.version) < version_key(version)]
-        if not older:
-            raise UsageError(f"no published release of {model} older than {version} to read the "
-                             "baseline from; name it with --baseline")
-        baseline = max(older, key=lambda r: version_key(r.version)).version
+        baseline = newest_older(ctx, model, version)
     now = ctx.now
     try:
         recent = source.cohort_counts(CohortQuery(

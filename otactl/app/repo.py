@@ -8,12 +8,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from tuf.api import exceptions as tuf_exc
+from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
 from otactl.app.context import Context
 from otactl.errors import VerificationError
 from otactl.repo import layout
 from otactl.repo.client import StoreFetcher, make_updater
 from otactl.repo.repository import JOURNAL_KEY, replay_journal
+
+AnyMetadata = Metadata[Root] | Metadata[Timestamp] | Metadata[Snapshot] | Metadata[Targets]
 
 
 @dataclass(frozen=True)
@@ -49,18 +52,19 @@ def publish_pending(ctx: Context) -> list[str]:
     return replay_journal(ctx.store)
 
 
-def _status_of(ctx: Context, name: str, md, delegator_keys: dict[str, str], now: datetime) -> RoleStatus:  # type: ignore[no-untyped-def]
+def _status_of(ctx: Context, name: str, md: AnyMetadata, delegator_keys: dict[str, str],
+               now: datetime) -> RoleStatus:
     signed = md.signed
     names = []
     for keyid in md.signatures:
-        entry = ctx.trust.key_by_id(keyid)
-        names.append(entry.name if entry else keyid[:12])
+        key = ctx.trust.key_by_id(keyid)
+        names.append(key.name if key else keyid[:12])
     role_name = "devices" if name.startswith(f"{layout.BIN_PREFIX}-") else name
-    entry = ctx.trust.roles.get(role_name)
+    role = ctx.trust.roles.get(role_name)
     left = (signed.expires - now).total_seconds() / 86400
-    targets = len(signed.targets) if hasattr(signed, "targets") else None
+    targets = len(signed.targets) if isinstance(signed, Targets) else None
     return RoleStatus(name, signed.version, signed.expires.isoformat(), round(left, 2), sorted(names),
-                      entry.threshold if entry else 1, name in layout.ONLINE_ROLES or role_name == "devices",
+                      role.threshold if role else 1, name in layout.ONLINE_ROLES or role_name == "devices",
                       targets)
 
 

@@ -71,6 +71,18 @@ def plan(ctx: Context, model: str, version: str, plan_file: Path) -> PlanReport:
     return plan_report(parsed, default_salt(model, version, parsed), fleet_devices(ctx, model))
 
 
+def newest_older(ctx: Context, model: str, version: str) -> str:
+    """The newest published release of ``model`` older than ``version``: the default baseline."""
+    from otactl.app.release import version_key
+
+    older = [r for r in list_releases(ctx) if r.model == model and r.status == "published"
+             and version_key(r.version) < version_key(version)]
+    if not older:
+        raise UsageError(f"no published release of {model} older than {version} to fall back to; "
+                         "name the fleet's current release with --baseline")
+    return max(older, key=lambda r: version_key(r.version)).version
+
+
 def _release_ref(ctx: Context, model: str, version: str, *, must_be_published: bool = True) -> core.ReleaseRef:
     for rel in list_releases(ctx):
         if rel.model == model and rel.version == version:
@@ -123,14 +135,7 @@ def start(ctx: Context, model: str, version: str, plan_file: Path, *, baseline: 
         if existing is not None and existing.state.status is core.Status.COMPLETE:
             baseline = existing.release.version
         else:
-            from otactl.app.release import version_key
-
-            older = [r for r in list_releases(ctx) if r.model == model and r.status == "published"
-                     and version_key(r.version) < version_key(version)]
-            if not older:
-                raise UsageError(f"no published release of {model} older than {version} to fall back to; "
-                                 "name the fleet's current release with --baseline")
-            baseline = max(older, key=lambda r: version_key(r.version)).version
+            baseline = newest_older(ctx, model, version)
     base_ref = _release_ref(ctx, model, baseline)
     if base_ref.version == release.version:
         raise UsageError("the baseline and the new release are the same")
@@ -197,7 +202,7 @@ def verdict_json(v: RingVerdict) -> dict[str, Any]:
             return float(x) if abs(x) != float("inf") else ("inf" if x > 0 else "-inf")
         return x
 
-    return conv(asdict(v))
+    return {k: conv(val) for k, val in asdict(v).items()}
 
 
 def step(ctx: Context, model: str, source: TelemetrySource, *, key: str | None = None) -> StepResult:

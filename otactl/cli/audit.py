@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from otactl.cli.common import OutputOpt, WorkspaceOpt
 from otactl.cli.render import Output, emit_json, table
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Key
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -21,7 +25,7 @@ def verify(model: str, workspace: Path = WorkspaceOpt, output: Output = OutputOp
 
     ctx = Context.open(workspace)
 
-    def key_for(keyid: str):  # type: ignore[no-untyped-def]
+    def key_for(keyid: str) -> Key | None:
         entry = ctx.trust.key_by_id(keyid)
         return None if entry is None else public_key(entry.public)
 

@@ -157,11 +157,11 @@ class Repository:
         repo.timestamp.signed.version = repo.snapshot.signed.version = 0  # bumped to 1 on publish
 
         targets = Targets(expires=repo._expiry("targets"))
-        targets.delegations = Delegations(keys={}, roles={})
+        delegated: dict[str, DelegatedRole] = {}
+        targets.delegations = Delegations(keys={}, roles=delegated)
         for name in layout.DELEGATED:
             r = trust.role(name)
-            role = DelegatedRole(name, [], r.threshold, name == "devices", layout.DELEGATION_PATHS[name])
-            targets.delegations.roles[name] = role
+            delegated[name] = DelegatedRole(name, [], r.threshold, name == "devices", layout.DELEGATION_PATHS[name])
             for k in r.keys:
                 targets.add_key(_public(trust, k), name)
         repo._add_new("targets", targets)

@@ -323,7 +323,9 @@ def _gate(doc: YamlDoc, where: FieldPath, raw: Any) -> GateSpec:
     limit = None
     if "limit" in g:
         limit = _number(doc, (*where, "limit"), g["limit"])
-        top = None if metric is Metric.CRASH_RATE else 1.0  # the other two are shares
+        from otactl.rollout.metrics import Family, metric_def  # metrics imports this module
+
+        top = 1.0 if metric_def(metric).family is Family.SHARE else None
         if limit <= 0 or (top is not None and limit >= top):
             raise doc.error((*where, "limit"), "must be a rate above 0" +
                             ("" if top is None else " and below 1"))

@@ -6,6 +6,7 @@ Unknown keys are refused and every error names the file, line and field (``Input
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,7 @@ class _Parser:
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
 
-    def mapping(self, where: FieldPath, value: Any, allowed: set[str], required: set[str] = frozenset()  # type: ignore[assignment]
+    def mapping(self, where: FieldPath, value: Any, allowed: set[str], required: Set[str] = frozenset()
                 ) -> dict[str, Any]:
         return check_keys(self.doc, where, value, allowed, required)
 

@@ -15,9 +15,9 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from otactl.errors import ConflictError, NotFoundError, StoreError
 from otactl.fsutil import sha256_stream
@@ -53,7 +53,7 @@ class DirectoryStore(BlobStore):
         data = self.get(key)
         return Versioned(data, _etag(data))
 
-    def _atomic_write(self, path: Path, writer: callable[[object], None]) -> None:  # type: ignore[valid-type]
+    def _atomic_write(self, path: Path, writer: Callable[[BinaryIO], object]) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -74,7 +74,7 @@ class DirectoryStore(BlobStore):
             raise
 
     def put(self, key: str, data: bytes) -> None:
-        self._atomic_write(self._path(key), lambda fh: fh.write(data))  # type: ignore[attr-defined]
+        self._atomic_write(self._path(key), lambda fh: fh.write(data))
 
     def put_if(self, key: str, data: bytes, expected_etag: str | None) -> str:
         path = self._path(key)
@@ -100,9 +100,9 @@ class DirectoryStore(BlobStore):
         if not Path(path).is_file():
             raise StoreError(f"{path}: not found (or not a regular file); nothing written to {self.url}{key}")
 
-        def copy(fh: object) -> None:
+        def copy(fh: BinaryIO) -> None:
             with open(path, "rb") as src:
-                shutil.copyfileobj(src, fh, 1024 * 1024)  # type: ignore[misc]
+                shutil.copyfileobj(src, fh, 1024 * 1024)
 
         try:
             self._atomic_write(self._path(key), copy)
@@ -177,7 +177,7 @@ class DirectoryStore(BlobStore):
 
 
 @functools.cache
-def _syncfs() -> Any:
+def _syncfs() -> Callable[[int], int] | None:
     try:
         return ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):

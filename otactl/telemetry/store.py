@@ -83,10 +83,10 @@ class ReportStore:
         self._lock = threading.Lock()
         try:
             self._open()
+            self._read = _connect(self.path, readonly=False)
         except BaseException:
             self._write.close()
             raise
-        self._read = _connect(self.path, readonly=False)
         self._read_lock = threading.Lock()
 
     def _open(self) -> None:

@@ -47,7 +47,7 @@ def model_counts() -> dict[str, dict[StratumKey, CohortCounts]]:
     fleet = Fleet(inputs.spec, scenario.seed)
     run = FleetRun(fleet, inputs.effects, 1, np.zeros(MODEL_DEVICES, dtype=np.int64), ("all",))
     hours = scenario.behaviour.poll_interval_s // 3600
-    for _ in range(4 * hours):
+    for _ in range(6 * hours):
         run.step()
     run.offer(0)
     for _ in range(12 * hours):
@@ -70,7 +70,7 @@ def test_full_fidelity_and_model_runs_of_one_scenario_agree(tmp_path: Path,
         assert set(full[release]) == set(model[release]), release
         f = sum(full[release].values(), CohortCounts())
         m = sum(model[release].values(), CohortCounts())
-        assert f.crashes > 300, release  # enough events for the pooled rates to mean something
+        assert f.crashes > 200, release  # enough events for the pooled rates to mean something
         close(f.crashes / f.device_hours, m.crashes / m.device_hours, f.crashes,
               f"{release}: crashes per device-hour, all strata")
         close(f.crash_hours / f.device_hours, m.crash_hours / m.device_hours, f.crash_hours,

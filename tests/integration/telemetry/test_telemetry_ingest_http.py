@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -60,7 +61,7 @@ def test_workers_share_one_database_and_one_replay_check(fleet: Fleet, tmp_path:
         others = [fleet.reporters[d].health("2.1.0", "early", utc_now(), 60) for d in ("trk-0001", "trk-0002")]
         assert httpx.post(url, json=batch_body(others), timeout=30).json()["accepted"] == 2
         assert rejected(ingest.url)["replayed"] == 15  # whichever worker answers
-        with sqlite3.connect(ingest.db) as conn:
+        with contextlib.closing(sqlite3.connect(ingest.db)) as conn:
             assert conn.execute("SELECT count(*) FROM reports").fetchone()[0] == 3
     finally:
         ingest.stop()

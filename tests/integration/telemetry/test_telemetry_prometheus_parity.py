@@ -9,6 +9,7 @@ windows, across an ingest restart, and for a week of hourly baseline followed by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -135,7 +136,7 @@ def test_prometheus_and_embedded_sources_agree(
     # refused reports are counted (in Prometheus too) and never stored
     for reason, n in expected_refusals.items():
         assert prometheus.value(f'otactl_reports_rejected_total{{reason="{reason}"}}') == n, reason
-    with sqlite3.connect(ingest.db) as conn:
+    with contextlib.closing(sqlite3.connect(ingest.db)) as conn:
         assert conn.execute("SELECT count(*) FROM reports").fetchone()[0] == len(a) + len(b)
         assert conn.execute("SELECT count(*) FROM reports WHERE device_id = 'trk-0999'").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM reports WHERE event = 'booted'").fetchone()[0] == 0

@@ -6,6 +6,7 @@ Each named bad case is refused with its reason, counted in /metrics, and never r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -207,4 +208,5 @@ def test_store_failure_answers_503_and_stores_nothing(fleet, tmp_path) -> None: 
     assert response.status_code == 503
     assert response.json()["error"] == "unavailable"
     assert request(app, "GET", "/healthz").status_code == 503
-    assert ReportStore(tmp_path / "t.db").report_count() == 0
+    with contextlib.closing(ReportStore(tmp_path / "t.db")) as reopened:
+        assert reopened.report_count() == 0
