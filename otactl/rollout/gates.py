@@ -260,6 +260,14 @@ def evaluate_gate(gate: GateSpec, ring: Mapping[StratumKey, CohortCounts],
     return _combine(gate, evidence)
 
 
+def _comparison(d: _Inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Strata with both sides, the exposure ratio, and the quasi-counts (events / dispersion) of
+    the conditional binomial: ring events out of ring + control events."""
+    has = (d.t > 0) & (d.u > 0)
+    x = np.where(has, d.t / np.where(d.u > 0, d.u, 1.0), 0.0)
+    return has, x, d.a / d.phi, (d.a + d.b) / d.phi
+
+
 def _e(log_e: float) -> float:
     return math.exp(min(log_e, 700.0))
 
@@ -267,9 +275,7 @@ def _e(log_e: float) -> float:
 def _control(gate: GateSpec, m: MetricDef, scopes: list[_Scope], keys: list[StratumKey],
              d: _Inputs, alpha: float, carry: Mapping[str, float], key: str) -> list[Evidence]:
     assert gate.max_ratio is not None
-    has = (d.t > 0) & (d.u > 0)
-    x = np.where(has, d.t / np.where(d.u > 0, d.u, 1.0), 0.0)
-    qa, qn = d.a / d.phi, (d.a + d.b) / d.phi
+    has, x, qa, qn = _comparison(d)
     member = _member(scopes, len(keys)) * has[None, :]
     theta, logw = stats.fail_grid(gate.max_ratio, gate.detect_ratio)
     log_e = stats.log_e_stratified(qa, qn, x, member, theta, logw, math.log(gate.max_ratio))
@@ -307,7 +313,7 @@ def _needs(events: float, exposure: float, phi: float, ratio: float | None, harm
     r = max(ratio or 1.0, 1.0)
     if r >= harm:
         return None
-    need_events = 2 * phi * (math.log(threshold) + 1) / (math.log(harm) - math.log(r)) ** 2
+    need_events = float(stats.events_for_power(threshold, harm, r, phi))
     rate = events / exposure if events > 0 and exposure > 0 else rate_ref
     if not rate:
         return None
@@ -317,9 +323,7 @@ def _needs(events: float, exposure: float, phi: float, ratio: float | None, harm
 def _power_control(gate: GateSpec, m: MetricDef, keys: list[StratumKey], d: _Inputs,
                    threshold: float, carry: Mapping[str, float]) -> Evidence:
     harm = gate.harm
-    has = (d.t > 0) & (d.u > 0)
-    x = np.where(has, d.t / np.where(d.u > 0, d.u, 1.0), 0.0)
-    qa, qn = d.a / d.phi, (d.a + d.b) / d.phi
+    has, x, qa, qn = _comparison(d)
     member = has[None, :].astype(np.float64)
     theta, logw = stats.pass_grid(harm)
     log_e = float(stats.log_e_stratified(qa, qn, x, member, theta, logw, math.log(harm))[0])
@@ -386,7 +390,7 @@ def _power_limit(gate: GateSpec, m: MetricDef, d: _Inputs, threshold: float,
     rate = a / t if t > 0 else None
     needs = None
     if phase is not Phase.PASS and t > 0:
-        need_events = 2 * phi * (math.log(threshold) + 1) / math.log(harm) ** 2
+        need_events = float(stats.events_for_power(threshold, harm, phi=phi))
         expected = max(a, need_events) / max(rate or 0.0, limit)
         needs = max(expected - t, 0.0)
     return Evidence(OVERALL, "power-limit", harm, round(a), t, rate, limit, None, None,

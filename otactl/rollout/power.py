@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from otactl.rollout import stats
 from otactl.rollout.metrics import Control, metric_def
 from otactl.rollout.plan import Plan
 
@@ -48,7 +49,7 @@ class GatePower:
 
 
 def needed_events(harm: float, confidence: float, phi: float = 1.0) -> float:
-    return 2 * phi * (math.log(1 / (1 - confidence)) + 1) / math.log(harm) ** 2
+    return float(stats.events_for_power(1 / (1 - confidence), harm, phi=phi))
 
 
 def ring_power(plan: Plan, cumulative: Sequence[Mapping[str, int]],

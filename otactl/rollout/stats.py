@@ -15,6 +15,8 @@ Each test returns ``log E``; rejecting when ``E >= 1/alpha`` keeps the false-ala
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
@@ -120,6 +122,12 @@ def log_e_single(a: Array, t: Array, family: str, level: float, theta: Array, lo
         lr = a[:, None] * np.log(p / p0) + (t - a)[:, None] * np.log((1 - p) / (1 - p0))
     out: Array = np.logaddexp.reduce(lr + logw[None, :], axis=1)
     return np.where(t > 0, out, 0.0)
+
+
+def events_for_power(threshold: float, harm: float, ratio: float = 1.0, phi: float = 1.0) -> float:
+    """Roughly how many events an e-value against "ratio >= harm" needs to reach ``threshold``
+    when the true ratio is ``ratio`` (normal approximation, with ~1 nat for the mixture)."""
+    return 2 * phi * (math.log(threshold) + 1) / (math.log(harm) - math.log(max(ratio, 1.0))) ** 2
 
 
 def period_dispersion(periods: Array, crashes: Array, crash_sq: Array, minimum: int = 30
