@@ -192,8 +192,11 @@ class Agent:
             step = decide.next_step(
                 choice.version, model=self.identity.model, hardware_revision=self.identity.hardware_revision,
                 variant=record.variant, active=_installed(active), previous=_installed(previous),
-                floor=max(floor, state.security_floor), bad=bad, failed_here=state.failed_here, lookup=lookup)
+                floor=max(floor, state.security_floor), bad=bad, failed_here=state.failed_here, lookup=lookup,
+                withdrawn=lambda version: self._withdrawn(updater, version))
             if isinstance(step, decide.Stay):
+                if outcome == "stayed" and active is not None and self._withdrawn(updater, active.version):
+                    log.warning("%s: %s", self.identity.device_id, step.reason)
                 return (outcome, detail) if outcome != "stayed" else ("stayed", step.reason)
             if isinstance(step, decide.Refuse):
                 self._notice_once(state, f"refused:{step.version}:{record.variant}:{step.reason}", record,
@@ -234,6 +237,29 @@ class Agent:
         cached = updater.find_cached_target(info)
         filename = cached or updater.download_target(info)
         return Path(filename).read_bytes()
+
+    def _withdrawn(self, updater: Updater, version: str) -> str | None:
+        """The reason in the release's signed withdrawal, or None. Metadata the TUF client refuses
+        (a ``withdrawals`` role not signed by the release managers' threshold) raises: no install."""
+        info = updater.get_targetinfo(layout.withdrawal_path(self.identity.model, version))
+        if info is None:
+            return None
+        return str(layout.get_custom(info).get("reason") or "no reason given")
+
+    def _withdrawn_before_commit(self, version: str) -> str | None:
+        """Checked again, on fresh metadata, after the boot check and before the commit: a release
+        withdrawn while this device tried it is not committed. An unreachable repository commits on
+        the view this check started with; metadata the client refuses does not commit."""
+        try:
+            updater = make_updater(self.device.trust_anchor(), self.repo_url, self.device.tuf_dir, self._fetcher)
+            updater.refresh()
+            return self._withdrawn(updater, version)
+        except _UNREACHABLE as exc:
+            log.warning("%s: could not re-check %s for a withdrawal before committing it (%s); committing on "
+                        "the metadata this check verified", self.identity.device_id, version, exc)
+            return None
+        except tuf_exc.RepositoryError as exc:
+            return f"the repository's metadata was refused while re-checking before the commit: {exc}"
 
     def _lookup(self, updater: Updater, memo: dict[str, tuple[ReleaseDescriptor, bytes] | None]
                 ) -> Callable[[str], ReleaseDescriptor | None]:
@@ -292,6 +318,15 @@ class Agent:
             self._event(record, version, ring, Event.REVERTED, now, reason)
             return "reverted", reason
         self._event(record, version, ring, Event.BOOTED, now)
+        withdrawn = self._withdrawn_before_commit(version)
+        if withdrawn is not None:
+            reason = f"not committed: {version} was withdrawn while this device tried it ({withdrawn})"
+            log.warning("%s: %s", self.identity.device_id, reason)
+            self.device.set_active(ActivePointer(current))
+            self.device.clear_slot(slot)
+            self._save_state(state)
+            self._event(record, version, ring, Event.REVERTED, now, reason)
+            return "reverted", reason
         self.device.set_active(ActivePointer(slot))
         state.security_floor = max(state.security_floor, desc.security_version)
         state.notices = [n for n in state.notices if not n.endswith(f":{version}:{variant}")]

@@ -5,7 +5,8 @@
    the device's record wins).
 2. ``next_step``: what to install next to get there, or why not: never a release in
    ``bad_releases``, never one below the security floor, only from a version its descriptor's
-   ``compatible_from`` names, and a required stepping stone always first.
+   ``compatible_from`` names, never one the release managers withdrew (signed ``withdrawals``
+   metadata, whatever the policy says), and a required stepping stone always first.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ class Refuse:
 
 Step = Stay | Install | Refuse
 Lookup = Callable[[str], ReleaseDescriptor | None]
+Withdrawn = Callable[[str], str | None]  # version -> the signed withdrawal's reason, None: not withdrawn
+
+
+def _never(version: str) -> str | None:
+    return None
 
 
 def next_step(
@@ -99,15 +105,24 @@ def next_step(
     bad: frozenset[str],
     failed_here: Mapping[str, str],
     lookup: Lookup,
+    withdrawn: Withdrawn = _never,
 ) -> Step:
     """The next install towards ``target`` for a device running ``active`` (None: factory-empty).
 
     ``previous`` is what the inactive slot holds: going back to it is always compatible (the A/B
     fallback a rollback relies on), but still subject to the floor and ``bad``. ``failed_here``:
     releases that failed their boot check on this device (never retried). ``lookup`` returns a
-    verified release descriptor, or None when the release is not published.
+    verified release descriptor, or None when the release is not published. ``withdrawn`` says
+    whether the release managers' signed metadata withdraws a version (and why).
+
+    A device already running a withdrawn release stays on it (it works; decision 0502) until a
+    policy names another release; it never installs one.
     """
     if active is not None and active.version == target and active.variant == variant:
+        why = withdrawn(target)
+        if why is not None:
+            return Stay(f"running {target}, which is withdrawn ({why}); waiting for a policy that names "
+                        "another release")
         return Stay(f"already on {target}")
     if target in bad:
         return Stay(f"{target} is marked bad in the rollout policy; staying on {_name(active)}")
@@ -115,8 +130,12 @@ def next_step(
         return Stay(f"{target} failed its boot check here ({failed_here[target]}); staying on {_name(active)}")
     version, seen = target, [target]
     while True:
-        desc = lookup(version)
         via = "" if version == target else f" (stepping stone to {target})"
+        why = withdrawn(version)
+        if why is not None:
+            return Refuse(version, f"release {model}/{version}{via} is withdrawn by the release managers "
+                                   f"({why}); not installing it whatever the rollout policy says")
+        desc = lookup(version)
         if desc is None:
             return Refuse(version, f"release {model}/{version}{via} is not published")
         if desc.model != model or desc.version != version:

@@ -73,6 +73,8 @@ def default_trust_layout(release_managers: list[str], approvals: int) -> dict[st
         "releases": (["ci", *release_managers], 1 + approvals),
         "rollouts": (["online"], 1),
         "devices": (["online"], 1),
+        # a withdrawal needs the same k release managers as an approval, never CI or the online key
+        "withdrawals": (list(release_managers), approvals),
     }
 
 

@@ -57,17 +57,18 @@ def generate_key(ctx: Context, name: str, *, release_manager: bool) -> KeyEntry:
     keys = {**ctx.trust.keys, name: entry}
     trust = replace(ctx.trust, keys=keys)
     if release_manager:
-        role = trust.roles["releases"]
-        trust = replace(
-            trust,
-            roles={**trust.roles, "releases": RoleEntry((*role.keys, name), role.threshold, role.expires_days)},
-            release_managers=(*trust.release_managers, name),
-        )
+        # a release manager approves (releases) and withdraws (withdrawals, when the workspace has it)
+        grows = [r for r in ("releases", "withdrawals") if r in trust.roles]
+        roles = dict(trust.roles)
+        for r in grows:
+            roles[r] = RoleEntry((*roles[r].keys, name), roles[r].threshold, roles[r].expires_days)
+        trust = replace(trust, roles=roles, release_managers=(*trust.release_managers, name))
         try:
             ctx.trust = trust
             ctx.signers.trust = trust
             repo = ctx.repository()
-            repo.edit("targets").add_key(keyfile.public_key(entry.public), "releases")
+            for r in grows:
+                repo.edit("targets").add_key(keyfile.public_key(entry.public), r)
             repo.publish()
         except BaseException:
             if _journaled(ctx, entry.public):  # `otactl repo publish` will complete it: keep the key

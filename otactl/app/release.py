@@ -1,4 +1,6 @@
-"""Release services: build (CI), review, approve (release managers), publish, list, withdraw.
+"""Release services: build (CI), review, approve (release managers), publish, list.
+
+Withdrawal, a signed statement of the release managers, is in ``otactl.app.withdraw``.
 
 Store layout beside the published repository:
 
@@ -455,14 +457,5 @@ def _mark_published(ctx: Context, ref: ReleaseRef) -> ReleaseInfo:
     state, etag = _versioned_state(ctx, ref)
     state["status"] = "published"
     state["published"] = ctx.now.isoformat()
-    ctx.store.put_if(state_key(ref.model, ref.version), json.dumps(state, indent=1).encode(), etag)
-    return info(ctx, ref)
-
-
-def withdraw(ctx: Context, spec: str, reason: str) -> ReleaseInfo:
-    ref = resolve(ctx, spec)
-    state, etag = _versioned_state(ctx, ref)
-    state["status"] = "withdrawn"
-    state["withdrawn"] = {"at": ctx.now.isoformat(), "reason": reason}
     ctx.store.put_if(state_key(ref.model, ref.version), json.dumps(state, indent=1).encode(), etag)
     return info(ctx, ref)

@@ -13,9 +13,9 @@ from tuf.api.metadata import TargetFile
 from otactl.errors import UsageError
 
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
-DELEGATED = ("releases", "rollouts", "devices")
+DELEGATED = ("releases", "rollouts", "devices", "withdrawals")
 ONLINE_ROLES = ("snapshot", "timestamp", "rollouts", "devices")
-OFFLINE_ROLES = ("root", "targets", "releases")
+OFFLINE_ROLES = ("root", "targets", "releases", "withdrawals")
 BIN_PREFIX = "devices"
 
 # One `*` per path segment: portable across TUF clients in every language.
@@ -23,6 +23,7 @@ DELEGATION_PATHS: dict[str, list[str]] = {
     "releases": ["firmware/*/*/*", "config/*/*/*", "releases/*/*"],
     "rollouts": ["rollouts/*"],
     "devices": ["devices/*"],
+    "withdrawals": ["withdrawals/*/*"],  # signed by the release managers' threshold (decision 0502)
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -49,6 +50,11 @@ def release_path(model: str, version: str) -> str:
 
 def rollout_path(model: str) -> str:
     return f"rollouts/{model}.json"
+
+
+def withdrawal_path(model: str, version: str) -> str:
+    """A release's signed withdrawal: listed by the ``withdrawals`` role only once it is withdrawn."""
+    return f"withdrawals/{model}/{version}.json"
 
 
 def device_path(device_id: str) -> str:

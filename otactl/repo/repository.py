@@ -10,6 +10,7 @@ the journal behind and ``otactl repo publish`` replays it (the same bytes: idemp
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from otactl.repo import layout
 from otactl.repo.canonical import CANONICAL
 from otactl.repo.signers import SignerPool
 from otactl.store.base import BlobStore
-from otactl.workspace import TrustConfig
+from otactl.workspace import OPTIONAL_ROLES, TrustConfig
 
 JOURNAL_KEY = "staging/publish-journal.json"
 _SERIALIZER = JSONSerializer(compact=True)
@@ -46,6 +47,19 @@ _SERIALIZER = JSONSerializer(compact=True)
 
 def to_bytes(md: Metadata[Any]) -> bytes:
     return md.to_bytes(_SERIALIZER)
+
+
+def _hashed(role: str) -> bool:
+    """Which metadata entries carry length and hashes beside the version (decision 0503): all but the
+    device hash bins, whose hashes would cost every device ~100 bytes per bin on every publication."""
+    return not role.startswith(f"{layout.BIN_PREFIX}-")
+
+
+def meta_file(role: str, version: int, data: bytes) -> MetaFile:
+    """The snapshot's (or for ``snapshot``, the timestamp's) entry for ``role`` published as ``data``."""
+    if not _hashed(role):
+        return MetaFile(version)
+    return MetaFile(version, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
 
 
 def _public(trust: TrustConfig, name: str) -> Key:
@@ -159,13 +173,16 @@ class Repository:
         targets = Targets(expires=repo._expiry("targets"))
         delegated: dict[str, DelegatedRole] = {}
         targets.delegations = Delegations(keys={}, roles=delegated)
+        plain = [n for n in layout.DELEGATED if n != "devices" and n in trust.roles]  # withdrawals is optional
         for name in layout.DELEGATED:
+            if name not in trust.roles and name in OPTIONAL_ROLES:
+                continue
             r = trust.role(name)
             delegated[name] = DelegatedRole(name, [], r.threshold, name == "devices", layout.DELEGATION_PATHS[name])
             for k in r.keys:
                 targets.add_key(_public(trust, k), name)
         repo._add_new("targets", targets)
-        for name in ("releases", "rollouts"):
+        for name in plain:
             repo._add_new(name, Targets(expires=repo._expiry(name)))
         devices = Targets(expires=repo._expiry("devices"))
         bins_role = trust.role("devices")
@@ -271,15 +288,18 @@ class Repository:
                 md.signed.expires = self._expiry(name)
                 self._sign(name, md, self._keys_for(name))
             self._check_threshold(name, md, self.delegator(name))
-            files.append((layout.metadata_key(name, md.signed.version), to_bytes(md)))
-            snapshot.meta[f"{name}.json"] = MetaFile(md.signed.version)
+            data = to_bytes(md)
+            files.append((layout.metadata_key(name, md.signed.version), data))
+            snapshot.meta[f"{name}.json"] = meta_file(name, md.signed.version, data)
+        self._hash_unchanged_roles()
         snapshot.version += 1
         snapshot.expires = self._expiry("snapshot")
         self._sign("snapshot", self.snapshot, self._keys_for("snapshot"))
         self._check_threshold("snapshot", self.snapshot, self.root)
-        files.append((layout.metadata_key("snapshot", snapshot.version), to_bytes(self.snapshot)))
+        snapshot_bytes = to_bytes(self.snapshot)
+        files.append((layout.metadata_key("snapshot", snapshot.version), snapshot_bytes))
         ts = self.timestamp.signed
-        ts.snapshot_meta = MetaFile(snapshot.version)
+        ts.snapshot_meta = meta_file("snapshot", snapshot.version, snapshot_bytes)
         ts.version += 1
         ts.expires = self._expiry("timestamp")
         self._sign("timestamp", self.timestamp, self._keys_for("timestamp"))
@@ -289,6 +309,15 @@ class Repository:
         # appeared first would make it distrust the old timestamp (crash or not) when a top-level
         # key rotates. Until the root appears, the old root's keys also signed the roles above.
         return files + root_files
+
+    def _hash_unchanged_roles(self) -> None:
+        """Give hashes to snapshot entries written before they carried any (a repository made before
+        decision 0503): the published bytes of those few roles are read and hashed once."""
+        for entry, meta in list(self.snapshot.signed.meta.items()):
+            name = entry.removesuffix(".json")
+            if meta.hashes is None and _hashed(name):
+                data = self.store.get(layout.metadata_key(name, meta.version))
+                self.snapshot.signed.meta[entry] = meta_file(name, meta.version, data)
 
     def _keys_for(self, name: str) -> list[str]:
         """The role's keys, plus while root changes the keys the old root trusted for it."""

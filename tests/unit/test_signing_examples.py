@@ -30,3 +30,6 @@ def test_example_loads_with_consistent_keys_and_roles(path: Path) -> None:
     assert set(trust.ci_keys) | set(trust.release_managers) == set(releases.keys)
     assert releases.threshold > len(trust.ci_keys)  # at least one release manager must approve
     assert not set(trust.release_managers) & set(trust.role("rollouts").keys)  # never online
+    withdrawals = trust.role("withdrawals")  # the release managers' own threshold (decision 0502)
+    assert set(withdrawals.keys) == set(trust.release_managers)
+    assert withdrawals.threshold == releases.threshold - len(trust.ci_keys)
