@@ -29,8 +29,10 @@ KEY_DIR = ".otactl/keys"
 
 DEFAULT_EXPIRY_DAYS = {
     "root": 365, "targets": 365, "releases": 365,
-    "snapshot": 7, "timestamp": 1, "rollouts": 7, "devices": 7,
+    "snapshot": 7, "timestamp": 1, "rollouts": 7, "devices": 7, "withdrawals": 365,
 }
+# Roles a trust file may leave out: a repository made before signed withdrawal (decision 0502) has none.
+OPTIONAL_ROLES = ("withdrawals",)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def parse_trust(doc: YamlDoc) -> TrustConfig:
             raise doc.error(("roles", name, "expires_days"), "must be a positive integer")
         roles[name] = RoleEntry(tuple(role_keys), threshold, days)
     for required in DEFAULT_EXPIRY_DAYS:
-        if required not in roles:
+        if required not in roles and required not in OPTIONAL_ROLES:
             raise doc.error(("roles",), f"missing role {required!r}")
     devices = check_keys(doc, ("devices",), top.get("devices", {}), {"bin_bit_length"})
     bits = devices.get("bin_bit_length", 4)
@@ -135,11 +137,22 @@ def parse_trust(doc: YamlDoc) -> TrustConfig:
     return TrustConfig(keys, roles, lists["ci_keys"], lists["release_managers"], bits, doc.path)
 
 
+def find_root(start: Path) -> Path:
+    """The nearest directory from ``start`` upwards that holds :data:`WORKSPACE_FILE` (as git finds
+    ``.git``); ``start`` itself when none does, so :meth:`Workspace.open` names it in its error."""
+    here = start.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / WORKSPACE_FILE).is_file():
+            return candidate
+    return here
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
     store_url: str
     endpoint_url: str | None
+    actor: str | None = None  # the key that signs this workspace's operator actions by default
 
     @classmethod
     def open(cls, path: Path | str = ".") -> Workspace:
@@ -149,11 +162,14 @@ class Workspace:
             raise UsageError(f"{root}: not an otactl workspace (no {WORKSPACE_FILE}); run `otactl init` first",
                              hint="pass --workspace DIR or run inside the workspace")
         doc = load_yaml(cfg_path)
-        top = check_keys(doc, (), doc.data, {"schema", "store", "s3_endpoint_url"}, {"schema", "store"})
+        top = check_keys(doc, (), doc.data, {"schema", "store", "s3_endpoint_url", "actor"}, {"schema", "store"})
         store = str(top["store"])
         if store.startswith("file://") and not store.startswith("file:///"):
             store = "file://" + str((root / store.removeprefix("file://")).resolve())
-        return cls(root, store, top.get("s3_endpoint_url"))
+        actor = top.get("actor")
+        if actor is not None and not isinstance(actor, str):
+            raise UsageError(f"{cfg_path}: actor: must be a key name, got {actor!r:.60}")
+        return cls(root, store, top.get("s3_endpoint_url"), actor)
 
     def trust(self) -> TrustConfig:
         return parse_trust(load_yaml(self.root / TRUST_FILE))

@@ -36,17 +36,25 @@ def _ring_json(ring: dict[str, Any]) -> dict[str, Any]:
 
 
 def publish_policy(ctx: Context, policy: dict[str, Any], repo: Repository | None = None) -> int:
-    """Publish ``policy`` (docs/formats.md rollout-policy/1); returns the policy_version written.
+    """Publish ``policy`` (docs/formats.md rollout-policy/1); returns the policy_version published.
 
-    ``policy_version`` always increases: it is set to one more than the published one.
+    ``policy_version`` always increases. A document that names its version (the controller's,
+    computed once by ``otactl.rollout.decide``) is published at exactly that version, and not at
+    all when the repository already has it or a later one (so publishing again after a crash is
+    harmless); one without gets one more than the published one.
     """
     repo = repo or ctx.repository()
     model = str(policy["model"])
     layout.check_name("model", model)
     previous = current_policy(ctx, repo, model)
+    published = int((previous or {}).get("policy_version", 0))
     doc = dict(policy)
     doc["schema"] = POLICY_SCHEMA
-    doc["policy_version"] = (previous or {}).get("policy_version", 0) + 1
+    if doc.get("policy_version") is not None:
+        if int(doc["policy_version"]) <= published:
+            return published
+    else:
+        doc["policy_version"] = published + 1
     doc["rings"] = [_ring_json(r) for r in doc.get("rings", [])]
     data = canonical(doc)
     sha = hashlib.sha256(data).hexdigest()

@@ -8,21 +8,23 @@ The service publishes the next policy without the release (signed by the online 
 every policy; it ships nothing: the rings keep pointing where they point) and appends an audit entry
 ``reinstate`` signed by the release manager's key.
 
-Everything is read and checked, and the key unlocked, before anything is written. Then, in the
-controller's order: the record of an active rollout (of another release) moves to the new policy
-version with a conditional write (a concurrent step gets a ConflictError, or this one does), the
-policy is published, the audit entry appended (docs/decisions/0106-missing-data-and-reinstate.md).
+Everything is read and checked, and the key unlocked, before anything is written. Then it is a
+transition of the model's rollout record like any other (``journal.commit``): the record (the
+active rollout of another release, or the last ended one) names the new policy and its version;
+the audit entry is the commit, so a concurrent step gets a ConflictError or this one does, and a
+crash is finished by the next command (docs/decisions/0106-missing-data-and-reinstate.md,
+0504-audit-first-transitions.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from otactl.app import journal
 from otactl.app import rollout_state as rs
 from otactl.app.context import Context
-from otactl.app.policy import current_policy, publish_policy
-from otactl.audit import log as audit
+from otactl.app.policy import current_policy
 from otactl.errors import UsageError
 from otactl.rollout import decide as core
 
@@ -66,30 +68,24 @@ def reinstate(ctx: Context, model: str, version: str, reason: str, key: str) -> 
     if not reason:
         raise UsageError("--reason: say why the release is reinstated (it is recorded in the audit log)")
     actor = _release_manager(ctx, key)
+    signer = ctx.signers.get(actor)  # unlock (or fail) before anything is written
+    record = journal.recover(ctx, model)
     repo = ctx.repository()
     previous = current_policy(ctx, repo, model)
     bad = [str(v) for v in (previous or {}).get("bad_releases", [])]
     if previous is None or version not in bad:
         raise UsageError(f"release {model}/{version} is not marked bad (marked bad for {model}: "
                          f"{', '.join(bad) or 'none'}); nothing to reinstate")
-    record = rs.load(ctx.store, model)
-    active = record if record is not None and not record.terminal else None
-    if active is not None and active.release.version == version:
-        raise UsageError(f"rollout {active.rollout_id} of {model}/{version} is {active.state.status.value}; "
+    if record is None:
+        raise UsageError(f"model {model!r} has no rollout on record, so nothing here marked {version} bad")
+    if not record.terminal and record.release.version == version:
+        raise UsageError(f"rollout {record.rollout_id} of {model}/{version} is {record.state.status.value}; "
                          "abort it first (`otactl rollout abort`), then reinstate")
-    published = int(previous["policy_version"])
-    if active is not None and active.policy_version > published:
-        raise UsageError(f"rollout {active.rollout_id} has a policy change that is not published yet; "
-                         f"run `otactl rollout step {model}` first, then reinstate")
     rollout_id = _marked_by(ctx, model, version, record)
     doc = core.reinstate_policy(previous, version)
-    signer = ctx.signers.get(actor)  # unlock (or fail) before anything is written
-
-    if active is not None:  # the active rollout's record follows the policy version (crash recovery)
-        rs.save(ctx.store, active.with_state(active.state, policy_version=int(doc["policy_version"])))
-    doc.pop("policy_version")
-    policy_version = publish_policy(ctx, doc, repo)
-    audit.append(ctx.store, model, signer, actor, "reinstate",
-                 {"version": version, "reason": reason, "rollout_id": rollout_id,
-                  "policy_version": policy_version}, ctx.now)
-    return ReinstateResult(model, version, reason, actor, rollout_id, policy_version, tuple(doc["bad_releases"]))
+    new = replace(record, policy=doc, policy_version=int(doc["policy_version"]))
+    journal.commit(ctx, record, new, journal.Actor(actor, signer), core.Action.REINSTATE.value,
+                   {"version": version, "reason": reason, "marked_by": rollout_id,
+                    "policy_version": int(doc["policy_version"])})
+    return ReinstateResult(model, version, reason, actor, rollout_id, int(doc["policy_version"]),
+                           tuple(doc["bad_releases"]))

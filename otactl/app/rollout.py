@@ -1,10 +1,13 @@
 """The rollout controller: the I/O around the pure core in ``otactl.rollout``.
 
-A step reads state, reads telemetry, evaluates the ring's gates, decides, and then — in this
-order — records the new state (a conditional write: the first of two concurrent steps wins, the
-other gets a ConflictError before anything is published), publishes the new rollout policy when it
-changed, and appends a signed audit entry. If a crash interrupts between the state and the policy,
-the next step sees ``policy_version`` ahead of the published policy and publishes it again.
+A step reads state, reads telemetry, evaluates the ring's gates and decides (``core.decide``);
+an operator's pause, resume, abort, rollback or approval is a transition of the same core
+(``core.operate``). A decision that changes the rollout is recorded by ``journal.commit``: the
+audit entry first, signed by the actor (the person's ``--key``, ``$OTACTL_ACTOR`` or the
+workspace's ``actor``; the online rollouts key for the controller's own steps), then the state,
+the policy and the archive. Of two concurrent writers one wins, the other gets a ConflictError
+with nothing recorded; whatever a crash leaves is finished by the next command
+(``journal.recover``), so every state change has exactly one audit entry.
 
 Telemetry is read before anything is written: a source that cannot be read (a database that does
 not exist, a Prometheus that does not answer) is a :class:`TelemetrySourceError` (exit 1) with the
@@ -17,18 +20,30 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from otactl.app import journal
 from otactl.app import rollout_state as rs
 from otactl.app.context import Context
 from otactl.app.observe import observe as observe_ring
 from otactl.app.policy import current_policy, publish_policy
 from otactl.app.release import list_releases
 from otactl.audit import log as audit
-from otactl.errors import NotFoundError, TelemetrySourceError, UsageError
+from otactl.errors import (
+    ExitCode,
+    GateFailedError,
+    NotFoundError,
+    OtactlError,
+    TelemetrySourceError,
+    UsageError,
+    VerificationError,
+    WaitingError,
+)
 from otactl.release.bundle import canonical
 from otactl.rollout import decide as core
 from otactl.rollout.gates import Observation, Phase, RingVerdict, evaluate_ring
@@ -83,6 +98,18 @@ def newest_older(ctx: Context, model: str, version: str) -> str:
     return max(older, key=lambda r: version_key(r.version)).version
 
 
+def _refuse_withdrawn(ctx: Context, model: str, versions: dict[str, str]) -> None:
+    """Refuse a release or baseline the release managers withdrew (the signed list, decision 0502):
+    devices would refuse it anyway, whatever the policy says."""
+    from otactl.app.withdraw import withdrawn_versions
+
+    withdrawn = withdrawn_versions(ctx, model)
+    for role, version in versions.items():
+        if version in withdrawn:
+            raise UsageError(f"{role} {model}/{version} is withdrawn by the release managers "
+                             f"({withdrawn[version] or 'no reason given'}); devices refuse it")
+
+
 def _release_ref(ctx: Context, model: str, version: str, *, must_be_published: bool = True) -> core.ReleaseRef:
     for rel in list_releases(ctx):
         if rel.model == model and rel.version == version:
@@ -93,28 +120,35 @@ def _release_ref(ctx: Context, model: str, version: str, *, must_be_published: b
     raise NotFoundError(f"release {model}/{version}: no such release")
 
 
-def _actor(ctx: Context, key: str | None) -> tuple[str, Any]:
-    name = key or ctx.trust.role("rollouts").keys[0]
-    return name, ctx.signers.get(name)
+ACTOR_ENV = "OTACTL_ACTOR"
 
 
-def _audit(ctx: Context, model: str, key: str | None, action: str, details: dict[str, Any]) -> None:
-    name, signer = _actor(ctx, key)
-    audit.append(ctx.store, model, signer, name, action, details, ctx.now)
+def resolve_actor(ctx: Context, key: str | None, *, person: bool) -> journal.Actor:
+    """Who signs: ``--key``, else ``$OTACTL_ACTOR``, else the workspace's ``actor``; for the
+    controller's own steps (``person=False``) the online rollouts key last. A person's action
+    (pause, resume, abort, rollback) with none of these is refused: it must name the person."""
+    import os
+
+    name = key or os.environ.get(ACTOR_ENV) or ctx.workspace.actor
+    if name is None:
+        if person:
+            raise UsageError("say who is acting: --key NAME (a key in trust.yaml; `otactl keys generate NAME` "
+                             f"makes one), or set {ACTOR_ENV} or `actor:` in otactl.yaml; the audit entry is "
+                             "signed with that key")
+        name = ctx.trust.role("rollouts").keys[0]
+    if name not in ctx.trust.keys:
+        raise UsageError(f"key {name!r} is not in the trust configuration (keys: {', '.join(sorted(ctx.trust.keys))})")
+    return journal.Actor(name, ctx.signers.get(name))  # unlock (or fail) before anything is written
 
 
-def _policy(ctx: Context, record: rs.RolloutRecord, plan_: Plan) -> dict[str, Any]:
+def _next_policy(ctx: Context, record: rs.RolloutRecord) -> rs.RolloutRecord:
+    """The record with the policy its state calls for (``core.next_policy`` sets the version)."""
     repo = ctx.repository()
     previous = current_policy(ctx, repo, record.model)
-    return core.next_policy(plan_, record.state, model=record.model, rollout_id=record.rollout_id,
-                            salt=record.salt, release=record.release, last_good=record.baseline,
-                            previous=previous)
-
-
-def _publish(ctx: Context, record: rs.RolloutRecord) -> int:
-    doc = _policy(ctx, record, record.plan)
-    doc.pop("policy_version", None)
-    return publish_policy(ctx, doc)
+    doc = core.next_policy(record.plan, record.state, model=record.model, rollout_id=record.rollout_id,
+                           salt=record.salt, release=record.release, last_good=record.baseline,
+                           previous=previous)
+    return replace(record, policy=doc, policy_version=int(doc["policy_version"]))
 
 
 def _published_version(ctx: Context, model: str) -> int:
@@ -122,11 +156,30 @@ def _published_version(ctx: Context, model: str) -> int:
     return 0 if doc is None else int(doc.get("policy_version", 0))
 
 
+def _recovered(ctx: Context, model: str) -> rs.RolloutRecord | None:
+    """The model's record after finishing whatever a crashed command left (journal.recover); a
+    record from before revisions whose policy was not published gets it published here."""
+    record = journal.recover(ctx, model)
+    if record is not None and record.policy is None and not record.terminal \
+            and record.policy_version > _published_version(ctx, model):
+        doc = _next_policy(ctx, record).policy or {}
+        publish_policy(ctx, {k: v for k, v in doc.items() if k != "policy_version"})
+    return record
+
+
+def _require(ctx: Context, model: str) -> rs.RolloutRecord:
+    record = _recovered(ctx, model)
+    if record is None:
+        raise NotFoundError(f"model {model!r}: no rollout (start one with `otactl rollout start`)")
+    return record
+
+
 def start(ctx: Context, model: str, version: str, plan_file: Path, *, baseline: str | None = None,
           key: str | None = None) -> StepResult:
     plan_ = load_plan(plan_file)
     plan_text = Path(plan_file).read_text(encoding="utf-8")
-    existing = rs.load(ctx.store, model)
+    actor = resolve_actor(ctx, key, person=False)
+    existing = _recovered(ctx, model)
     if existing is not None and not existing.terminal:
         raise UsageError(f"model {model!r} already has an active rollout ({existing.rollout_id}, "
                          f"{existing.state.status.value}); finish, roll back or abort it first")
@@ -139,18 +192,16 @@ def start(ctx: Context, model: str, version: str, plan_file: Path, *, baseline: 
     base_ref = _release_ref(ctx, model, baseline)
     if base_ref.version == release.version:
         raise UsageError("the baseline and the new release are the same")
+    _refuse_withdrawn(ctx, model, {"release": version, "baseline": baseline})
     salt = default_salt(model, version, plan_)
     rollout_id = f"{model}-{version}-{secrets.token_hex(3)}"
     record = rs.RolloutRecord(model, rollout_id, salt, str(plan_file), plan_text, release, base_ref,
-                              core.start(version, ctx.now), _published_version(ctx, model) + 1,
-                              etag=existing.etag if existing else None)
-    _policy(ctx, record, plan_)  # a bad release or one below the floor is refused before anything is written
-    record = rs.save(ctx.store, record, create=existing is None)
-    _publish(ctx, record)
+                              core.start(version, ctx.now), 0)
+    record = _next_policy(ctx, record)  # a bad release or one below the floor is refused before anything is written
     plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
-    _audit(ctx, model, key, "start", {"rollout_id": rollout_id, "release": version, "baseline": baseline,
-                                      "plan": plan_.name, "plan_sha256": plan_sha})
-    started = core.Decision(core.Action.ADVANCE, 0, (f"started in ring {plan_.rings[0].name!r}",))
+    record = journal.commit(ctx, existing, record, actor, core.Action.START.value,
+                            {"release": version, "baseline": baseline, "plan": plan_.name, "plan_sha256": plan_sha})
+    started = core.Decision(core.Action.START, 0, (f"started in ring {plan_.rings[0].name!r}",))
     return _result(record, started)
 
 
@@ -206,112 +257,140 @@ def verdict_json(v: RingVerdict) -> dict[str, Any]:
 
 
 def step(ctx: Context, model: str, source: TelemetrySource, *, key: str | None = None) -> StepResult:
-    record = rs.require(ctx.store, model)
+    """One controller step. A decision that changes the rollout is a transition (journal.commit);
+    a hold only stores the latest verdict (same revision, no audit entry)."""
+    actor = resolve_actor(ctx, key, person=False)
+    record = _require(ctx, model)
     plan_ = record.plan
-    running = not record.terminal and record.state.status is not core.Status.PAUSED
-    # read first: a source that cannot be read stops the step before anything is written
-    observation = _read_telemetry(record, source, ctx.now) if running else None
-    if record.policy_version > _published_version(ctx, model) and not record.terminal:
-        _publish(ctx, record)  # a previous step crashed after recording its decision
-    if observation is None:
+    if record.terminal or record.state.status is core.Status.PAUSED:
         return _result(record, core.decide(plan_, record.state, None, ctx.now))
+    observation = _read_telemetry(record, source, ctx.now)
     verdict = evaluate_ring(plan_, record.state.ring_index, observation, record.state.carry)
     decision = core.decide(plan_, record.state, verdict, ctx.now)
     new_state = core.apply(record.state, decision, ctx.now, verdict)
-    changed = decision.changes_policy or new_state.status is not record.state.status
     new = record.with_state(new_state, last_verdict=verdict_json(verdict),
-                            policy_version=record.policy_version + (1 if decision.changes_policy else 0),
                             paused_by="gate" if decision.action is core.Action.PAUSE else record.paused_by)
-    new = rs.save(ctx.store, new)  # the conditional write: one of two concurrent steps wins here
+    if new_state == record.state:
+        return _result(rs.save(ctx.store, new), decision)  # the conditional write: a concurrent writer wins
     if decision.changes_policy:
-        _publish(ctx, new)
-    if changed:
-        _audit(ctx, model, key, decision.action.value,
-               {"rollout_id": record.rollout_id, "ring": plan_.rings[record.state.ring_index].name,
-                "reasons": list(decision.reasons), "verdict": verdict.phase.value,
-                "evidence_sha256": _digest(new.last_verdict)})
+        new = _next_policy(ctx, new)
+    new = journal.commit(ctx, record, new, actor, decision.action.value,
+                         {"ring": plan_.rings[record.state.ring_index].name, "reasons": list(decision.reasons),
+                          "verdict": verdict.phase.value, "evidence_sha256": _digest(new.last_verdict)})
     return _result(new, decision)
 
 
 def status(ctx: Context, model: str) -> StepResult:
+    """Where the rollout stands (reads only). When a crashed command left the audit log ahead of
+    the state, or a policy unpublished, the reasons say so and how to finish it."""
     record = rs.require(ctx.store, model)
     last = record.state.history[-1] if record.state.history else None
-    action = last.action if last else core.Action.ADVANCE
-    reasons = (last.reason,) if last else ()
-    return _result(record, core.Decision(action, record.state.ring_index, reasons))
+    action = last.action if last else core.Action.START
+    reasons = [last.reason] if last else []
+    try:
+        journal.check(ctx, model)
+    except VerificationError as exc:
+        reasons.append(str(exc))
+    return _result(record, core.Decision(action, record.state.ring_index, tuple(reasons)))
 
 
-def _set_status(ctx: Context, model: str, status: core.Status, action: core.Action, reason: str,
-                key: str | None, *, allowed: tuple[core.Status, ...]) -> StepResult:
-    record = rs.require(ctx.store, model)
-    if record.state.status not in allowed:
-        raise UsageError(f"rollout {record.rollout_id} is {record.state.status.value}; cannot {action.value}")
-    entry = core.HistoryEntry(ctx.now, record.state.ring_index, action, reason)
-    state = replace(record.state, status=status, history=(*record.state.history, entry))
-    changes_policy = status is core.Status.ROLLED_BACK
-    new = record.with_state(state, policy_version=record.policy_version + (1 if changes_policy else 0),
-                            paused_by=(key or "operator") if status is core.Status.PAUSED else None)
-    new = rs.save(ctx.store, new)
-    if changes_policy:
-        _publish(ctx, new)
-    _audit(ctx, model, key, action.value, {"rollout_id": record.rollout_id, "reason": reason})
-    return _result(new, core.Decision(action, new.state.ring_index, (reason,)))
+def recover(ctx: Context, model: str) -> StepResult:
+    """Finish what a crashed command left (journal.recover) and check that state, policy and log agree."""
+    record = _require(ctx, model)
+    journal.check(ctx, model)
+    return _result(record, core.Decision(core.Action.HOLD, record.state.ring_index,
+                                         (f"state, policy v{record.policy_version} and audit log agree "
+                                          f"at revision {record.revision}",)))
+
+
+def _operate(ctx: Context, model: str, action: core.Action, reason: str, key: str | None) -> StepResult:
+    reason = reason.strip()
+    if not reason:
+        raise UsageError(f"--reason: say why (it is recorded in the audit log with the {action.value})")
+    actor = resolve_actor(ctx, key, person=True)
+    record = _require(ctx, model)
+    state, decision = core.operate(record.plan, record.state, action, ctx.now, reason)
+    new = record.with_state(state, paused_by=actor.name if state.status is core.Status.PAUSED else None)
+    if decision.changes_policy:
+        new = _next_policy(ctx, new)
+    new = journal.commit(ctx, record, new, actor, action.value,
+                         {"ring": record.plan.rings[record.state.ring_index].name, "reason": reason})
+    return _result(new, decision)
 
 
 def pause(ctx: Context, model: str, reason: str, key: str | None = None) -> StepResult:
-    return _set_status(ctx, model, core.Status.PAUSED, core.Action.PAUSE, reason, key,
-                       allowed=(core.Status.RUNNING,))
+    return _operate(ctx, model, core.Action.PAUSE, reason, key)
 
 
 def resume(ctx: Context, model: str, reason: str, key: str | None = None) -> StepResult:
-    return _set_status(ctx, model, core.Status.RUNNING, core.Action.ADVANCE, f"resumed: {reason}", key,
-                       allowed=(core.Status.PAUSED,))
+    return _operate(ctx, model, core.Action.RESUME, reason, key)
 
 
 def rollback(ctx: Context, model: str, reason: str, key: str | None = None) -> StepResult:
-    return _set_status(ctx, model, core.Status.ROLLED_BACK, core.Action.ROLLBACK, reason, key,
-                       allowed=(core.Status.RUNNING, core.Status.PAUSED))
+    return _operate(ctx, model, core.Action.ROLLBACK, reason, key)
+
+
+def abort(ctx: Context, model: str, reason: str, key: str | None = None) -> StepResult:
+    return _operate(ctx, model, core.Action.ABORT, reason, key)
 
 
 def approve(ctx: Context, model: str, key: str) -> StepResult:
     """A release manager signs the plan and the current ring's evidence (k-of-n per the plan)."""
-    record = rs.require(ctx.store, model)
-    ring = record.plan.rings[record.state.ring_index]
-    if ring.approvals is None:
-        raise UsageError(f"ring {ring.name!r} of rollout {record.rollout_id} needs no approval")
-    if key not in ring.approvals.keys:
-        raise UsageError(f"key {key!r} may not approve ring {ring.name!r} (the plan names: "
-                         f"{', '.join(ring.approvals.keys)})")
     if key not in ctx.trust.keys:
-        raise UsageError(f"key {key!r} is named by the plan but not in the trust configuration")
-    approval = core.Approval(ring.name, KeyId(key))
-    if approval in record.state.approvals:
-        raise UsageError(f"ring {ring.name!r} is already approved with key {key!r}")
-    signer = ctx.signers.get(key)
+        raise UsageError(f"key {key!r} is not in the trust configuration")
+    record = _require(ctx, model)
+    ring = record.plan.rings[record.state.ring_index]
+    state, decision = core.operate(record.plan, record.state, core.Action.APPROVE, ctx.now, "", KeyId(key))
+    actor = journal.Actor(key, ctx.signers.get(key))
     payload = {"rollout_id": record.rollout_id, "ring": ring.name,
                "plan_sha256": hashlib.sha256(record.plan_text.encode()).hexdigest(),
                "evidence_sha256": _digest(record.last_verdict)}
-    signature = signer.sign(canonical(payload)).signature
-    state = replace(record.state, approvals=record.state.approvals | {approval})
-    new = rs.save(ctx.store, record.with_state(state))
-    audit.append(ctx.store, model, signer, key, "approve", {**payload, "signature": signature}, ctx.now)
-    return _result(new, core.Decision(core.Action.AWAIT_APPROVAL, new.state.ring_index,
-                                      (f"ring {ring.name!r} approved by {key}",)))
+    signature = actor.signer.sign(canonical(payload)).signature
+    new = journal.commit(ctx, record, record.with_state(state), actor, core.Action.APPROVE.value,
+                         {**payload, "signature": signature})
+    return _result(new, decision)
+
+
+@dataclass(frozen=True)
+class WatchOutcome:
+    result: StepResult
+    timed_out: bool
+
+
+def watch(open_ctx: Callable[[], Context], model: str, source: TelemetrySource, *, interval: float,
+          timeout: float, key: str | None = None, on_step: Callable[[StepResult], None] | None = None,
+          sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> WatchOutcome:
+    """Step until the rollout is complete, rolled back, aborted or paused, or ``timeout`` seconds pass
+    waiting. A step's error (an unreadable source, a conflict) ends the watch: no retry loop."""
+    deadline = clock() + timeout
+    while True:
+        result = step(open_ctx(), model, source, key=key)
+        if on_step is not None:
+            on_step(result)
+        if result.status != core.Status.RUNNING.value or not (result.waiting or result.action == "advance"):
+            return WatchOutcome(result, False)
+        if clock() + interval > deadline:
+            return WatchOutcome(result, True)
+        sleep(interval)
+
+
+def outcome_error(result: StepResult) -> OtactlError | None:
+    """The error-model outcome of a step: GateFailedError (exit 3) when the rollout stopped on a gate
+    or an operator (rolled back, aborted, paused), WaitingError (exit 4) while it waits, else None."""
+    if result.status in (core.Status.ROLLED_BACK.value, core.Status.PAUSED.value, core.Status.ABORTED.value):
+        return GateFailedError(f"rollout {result.rollout_id} is {result.status} at ring {result.ring!r}")
+    if result.status == core.Status.RUNNING.value and result.waiting:
+        return WaitingError(f"rollout {result.rollout_id} is waiting at ring {result.ring!r} ({result.action})")
+    return None
 
 
 def exit_code_for(result: StepResult) -> int:
-    from otactl.errors import ExitCode
-
-    if result.status == core.Status.COMPLETE.value:
-        return int(ExitCode.OK)
-    if result.status in (core.Status.ROLLED_BACK.value, core.Status.PAUSED.value):
-        return int(ExitCode.GATE_FAILED)
-    if result.waiting:
-        return int(ExitCode.WAITING)
-    return int(ExitCode.OK)
+    error = outcome_error(result)
+    return int(ExitCode.OK if error is None else error.exit_code)
 
 
-__all__ = ["Phase", "StepResult", "approve", "pause", "plan", "resume", "rollback", "start", "status", "step"]
+__all__ = ["Phase", "StepResult", "abort", "approve", "pause", "plan", "recover", "resume", "rollback", "start",
+           "status", "step", "watch"]
 
 
 def report(ctx: Context, model: str, fmt: str) -> str:

@@ -2,7 +2,9 @@
 
 Stored as JSON at ``rollouts-state/<model>.json`` beside the repository and written only with a
 conditional write against the etag it was read with (optimistic concurrency); finished rollouts
-are archived under ``rollouts-state/<model>/<rollout_id>.json``.
+are archived under ``rollouts-state/<model>/<rollout_id>.json``. Each revision of a record is a
+transition recorded in the audit log first, its exact bytes journaled at
+``rollouts-journal/<model>/<rollout_id>/<revision>-<sha256>.json`` (``otactl.app.journal``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ from typing import Any
 from otactl.app import stored
 from otactl.app.stored import Fields
 from otactl.errors import ConflictError, NotFoundError, StoreError
-from otactl.rollout.decide import Action, Approval, HistoryEntry, ReleaseRef, RolloutState, Status
+from otactl.rollout.decide import TERMINAL, Action, Approval, HistoryEntry, ReleaseRef, RolloutState, Status
 from otactl.rollout.plan import KeyId, Plan, parse_plan
 from otactl.store.base import BlobStore
 
 SCHEMA = "otactl/rollout-state/1"
-TERMINAL = (Status.COMPLETE, Status.ROLLED_BACK)
 
 
 def state_key(model: str) -> str:
@@ -28,6 +29,10 @@ def state_key(model: str) -> str:
 
 def archive_key(model: str, rollout_id: str) -> str:
     return f"rollouts-state/{model}/{rollout_id}.json"
+
+
+def journal_key(model: str, rollout_id: str, revision: int, sha256: str) -> str:
+    return f"rollouts-journal/{model}/{rollout_id}/{revision:06d}-{sha256}.json"
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class RolloutRecord:
     paused_by: str | None = None  # "gate" or an operator's key name
     last_verdict: dict[str, Any] | None = None
     etag: str | None = None  # of the stored object this record was read from
+    revision: int = 0  # the transition that wrote it (1 = start; 0 = a record from before revisions)
+    policy: dict[str, Any] | None = None  # the policy document to publish at ``policy_version``
 
     @property
     def plan(self) -> Plan:
@@ -64,6 +71,7 @@ class RolloutRecord:
             "release": {"version": self.release.version, "security_version": self.release.security_version},
             "baseline": {"version": self.baseline.version, "security_version": self.baseline.security_version},
             "policy_version": self.policy_version, "paused_by": self.paused_by, "last_verdict": self.last_verdict,
+            "revision": self.revision, "policy": self.policy,
             "state": {
                 "release": s.release, "ring_index": s.ring_index, "status": s.status.value,
                 "ring_started": [t.isoformat() for t in s.ring_started],
@@ -125,10 +133,15 @@ def from_json(doc: Any, etag: str | None, where: str) -> RolloutRecord:
     except ValueError as exc:  # RolloutState's own invariants (one start time per reached ring, ...)
         raise s.error(None, str(exc)) from None
     last_verdict = f.optional_obj("last_verdict")
+    policy = f.optional_obj("policy")
+    revision = f.integer("revision") if "revision" in f.doc else 0
+    if revision < 0:
+        raise f.error("revision", f"must not be negative, got {revision}")
     return RolloutRecord(
         f.text("model"), f.text("rollout_id"), f.text("salt"), f.text("plan_path"), f.text("plan_text"),
         _ref(f, "release"), _ref(f, "baseline"), state, f.integer("policy_version"),
         f.optional_text("paused_by"), None if last_verdict is None else last_verdict.doc, etag,
+        revision, None if policy is None else policy.doc,
     )
 
 
@@ -167,17 +180,20 @@ def require(store: BlobStore, model: str) -> RolloutRecord:
     return record
 
 
+def encode(record: RolloutRecord) -> bytes:
+    return json.dumps(record.to_json(), indent=1, sort_keys=True).encode()
+
+
 def save(store: BlobStore, record: RolloutRecord, *, create: bool = False) -> RolloutRecord:
-    """Write if nobody else wrote since ``record`` was read; else ConflictError."""
-    data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode()
-    expected = None if create else record.etag
+    """Write if nobody else wrote since ``record`` was read; else ConflictError.
+
+    Only for writes that are not transitions (a hold's latest verdict): the revision stays the
+    same. Transitions go through ``otactl.app.journal.commit``."""
     try:
-        etag = store.put_if(state_key(record.model), data, expected)
+        etag = store.put_if(state_key(record.model), encode(record), None if create else record.etag)
     except ConflictError:
         raise ConflictError(
             f"rollout {record.rollout_id}: its state changed since it was read (another operator or "
             "controller acted at the same time); nothing was published",
             hint="run `otactl rollout status` and retry") from None
-    if record.terminal:
-        store.put(archive_key(record.model, record.rollout_id), data)
     return replace(record, etag=etag)

@@ -4,6 +4,12 @@ Each entry holds the SHA-256 of the previous entry's canonical bytes and is sign
 through a securesystemslib Signer) by the actor's key. Appending uses a create-only conditional
 write on the next sequence number, so two writers can never both append entry N: one wins, the
 other gets a ConflictError. ``verify`` walks the chain and checks every link and signature.
+
+A *transition* entry records one revision of a rollout's state: its details carry ``rollout_id``,
+``revision`` and ``state_sha256`` (docs/decisions/0504-audit-first-transitions.md). The log is
+the rollouts' commit point: ``append`` with ``base`` writes the entry only if the newest transition
+in the log is ``base`` (the revision the writer read), so of two writers that read the same
+revision exactly one gets its entry in, and the state is rolled forward from the log.
 """
 
 from __future__ import annotations
@@ -63,23 +69,76 @@ def entries(store: BlobStore, stream: str) -> list[AuditEntry]:
     return [_parse(store.get(k), f"{store.url}{k}") for k in store.list(f"audit/{stream}/")]
 
 
-def append(store: BlobStore, stream: str, signer: Signer, actor: str, action: str,
-           details: dict[str, Any], now: datetime) -> AuditEntry:
+@dataclass(frozen=True)
+class Revision:
+    """A rollout state's identity in the log: which rollout, which revision (1 = its start)."""
+
+    rollout_id: str
+    revision: int
+
+
+def transition_of(entry: AuditEntry) -> tuple[Revision, str] | None:
+    """The revision and state digest a transition entry records (None for other entries)."""
+    d = entry.details
+    if not isinstance(d.get("revision"), int) or not isinstance(d.get("rollout_id"), str):
+        return None
+    return Revision(d["rollout_id"], d["revision"]), str(d.get("state_sha256", ""))
+
+
+def _tail(store: BlobStore, stream: str) -> tuple[AuditEntry | None, AuditEntry | None]:
+    """The last entry and the newest transition entry (reading back from the end)."""
     keys = list(store.list(f"audit/{stream}/"))
-    if keys:
-        last = _parse(store.get(keys[-1]), keys[-1])
-        seq, prev = last.seq + 1, last.digest()
-    else:
-        seq, prev = 1, GENESIS
-    unsigned = AuditEntry(seq, now.isoformat(), actor, signer.public_key.keyid, action, details, prev, "")
-    sig = signer.sign(canonical(unsigned.body()))
-    entry = AuditEntry(**{**unsigned.__dict__, "signature": sig.signature})
-    data = canonical({**entry.body(), "signature": entry.signature})
-    try:
-        store.put_if(_key(stream, seq), data, None)
-    except ConflictError:
-        raise ConflictError(f"audit log {stream}: entry {seq} was appended by another writer; retry") from None
-    return entry
+    last = None
+    for key in reversed(keys):
+        entry = _parse(store.get(key), f"{store.url}{key}")
+        last = last or entry
+        if transition_of(entry) is not None:
+            return last, entry
+    return last, None
+
+
+def head(store: BlobStore, stream: str) -> AuditEntry | None:
+    """The newest transition entry of ``stream`` (None: no rollout has been recorded)."""
+    return _tail(store, stream)[1]
+
+
+_ANY = object()
+
+
+def _at(rev: object) -> str:
+    return f"{rev.rollout_id} revision {rev.revision}" if isinstance(rev, Revision) else "no rollout"
+RETRIES = 20
+
+
+def append(store: BlobStore, stream: str, signer: Signer, actor: str, action: str,
+           details: dict[str, Any], now: datetime, *, base: Revision | object | None = _ANY) -> AuditEntry:
+    """Append one entry. With ``base`` (a Revision, or None for "no transition yet"), only while the
+    newest transition in the log is ``base``: otherwise ConflictError, and nothing is written. A
+    lost race for the sequence number is retried while that still holds (the newcomer was not a
+    transition of this stream), so a writer fails only when another transition got in first."""
+    for _ in range(RETRIES):
+        last, newest = _tail(store, stream)
+        if base is not _ANY:
+            now_at = None if newest is None else transition_of(newest)
+            at = None if now_at is None else now_at[0]
+            if at != base:
+                raise ConflictError(f"audit log {stream}: another writer recorded a change first (the log is at "
+                                    f"{_at(at)}, this change was made from {_at(base)})",
+                                    hint="run `otactl rollout status` and retry")
+        seq, prev = (1, GENESIS) if last is None else (last.seq + 1, last.digest())
+        unsigned = AuditEntry(seq, now.isoformat(), actor, signer.public_key.keyid, action, details, prev, "")
+        sig = signer.sign(canonical(unsigned.body()))
+        entry = AuditEntry(**{**unsigned.__dict__, "signature": sig.signature})
+        data = canonical({**entry.body(), "signature": entry.signature})
+        try:
+            store.put_if(_key(stream, seq), data, None)
+        except ConflictError:
+            if base is _ANY:
+                raise ConflictError(f"audit log {stream}: entry {seq} was appended by another writer; "
+                                    "retry") from None
+            continue
+        return entry
+    raise ConflictError(f"audit log {stream}: {RETRIES} other writers appended first; retry")
 
 
 @dataclass(frozen=True)
@@ -94,6 +153,7 @@ def verify(store: BlobStore, stream: str, key_for: Callable[[str], Key | None]) 
     """Check sequence, hash chain and every signature; raise VerificationError at the first break."""
     prev = GENESIS
     actors: set[str] = set()
+    revisions: dict[str, int] = {}
     items = entries(store, stream)
     for i, entry in enumerate(items, start=1):
         where = f"audit log {stream}, entry {i}"
@@ -110,4 +170,13 @@ def verify(store: BlobStore, stream: str, key_for: Callable[[str], Key | None]) 
             raise VerificationError(f"{where}: bad signature by {entry.actor!r} (entry altered)") from None
         actors.add(entry.actor)
         prev = entry.digest()
+        t = transition_of(entry)
+        if t is not None:
+            rev = t[0]
+            expected = revisions.get(rev.rollout_id, 0) + 1
+            if rev.revision != expected:
+                raise VerificationError(
+                    f"{where}: rollout {rev.rollout_id} revision {rev.revision} follows revision "
+                    f"{expected - 1} (a state change recorded twice or skipped)")
+            revisions[rev.rollout_id] = rev.revision
     return VerifyReport(stream, len(items), sorted(actors), prev)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from otactl.cli.common import OutputOpt, WorkspaceOpt
+from otactl.cli.common import ModelArg, OutputOpt, WorkspaceOpt
 from otactl.cli.render import Output, emit_json, table
 
 if TYPE_CHECKING:
@@ -17,8 +17,15 @@ app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("verify")
-def verify(model: str, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Check the audit log's sequence, hash chain and every actor's signature."""
+def verify(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Check the audit log's sequence, hash chain and every actor's signature, and that the rollout
+    state and the published policy are the ones the log's last transition records.
+
+    \b
+    Example:
+      otactl audit verify t9-engine
+    """
+    from otactl.app import journal
     from otactl.app.context import Context
     from otactl.audit import log
     from otactl.keys.keyfile import public_key
@@ -30,15 +37,23 @@ def verify(model: str, workspace: Path = WorkspaceOpt, output: Output = OutputOp
         return None if entry is None else public_key(entry.public)
 
     report = log.verify(ctx.store, model, key_for)
+    agreed = journal.check(ctx, model)
     if output is Output.json:
-        emit_json("audit-verify", report.__dict__)
+        emit_json("audit-verify", {**report.__dict__, "state": agreed.__dict__})
         return
-    print(f"ok: audit log {model}: {report.entries} entries, chain intact, signed by {', '.join(report.actors)}")
+    at = "no rollout" if agreed.rollout_id is None else f"{agreed.rollout_id} revision {agreed.state_revision}"
+    print(f"ok: audit log {model}: {report.entries} entries, chain intact, signed by {', '.join(report.actors)}; "
+          f"state and policy v{agreed.published_version} agree with it ({at})")
 
 
 @app.command("show")
-def show(model: str, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """The audit log's entries."""
+def show(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """The audit log's entries.
+
+    \b
+    Example:
+      otactl audit show t9-engine -o json
+    """
     from otactl.app.context import Context
     from otactl.audit import log
 
@@ -48,5 +63,5 @@ def show(model: str, workspace: Path = WorkspaceOpt, output: Output = OutputOpt)
         return
     table(f"audit {model}", ["seq", "time", "actor", "action", "details"],
           [[e.seq, e.time, e.actor, e.action, ", ".join(f"{k}={v}" for k, v in e.details.items()
-                                                       if k not in ("verdict", "signature"))[:120]]
+                                                       if k not in ("verdict", "signature"))]
            for e in items])

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from otactl.cli.common import OutputOpt, WorkspaceOpt
-from otactl.cli.render import Output, emit_json, info, table
+from otactl.cli.render import Output, byte_progress, emit_json, info, table, working
 
 app = typer.Typer(no_args_is_help=True)
 
-
-def _progress() -> Any:
-    """A rich progress bar on a TTY; quiet in CI."""
-    if not sys.stderr.isatty():
-        return None, None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), transient=True)
-    tasks: dict[str, Any] = {}
-
-    def update(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = bar.add_task(f"hashing {label}", total=total)
-        bar.update(tasks[label], completed=done)
-
-    return bar, update
+ReleaseArg = typer.Argument(..., metavar="[MODEL/]VERSION",
+                            help="The release: VERSION, or MODEL/VERSION when several models have it.")
 
 
 def _show(rel: Any, output: Output, kind: str) -> None:
@@ -48,14 +32,19 @@ def build(
     workspace: Path = WorkspaceOpt,
     output: Output = OutputOpt,
 ) -> None:
-    """Validate, hash and upload a release; stage it signed by the CI key (not yet visible to devices)."""
+    """Validate, hash and upload a release; stage it signed by the CI key (not yet visible to devices).
+
+    \b
+    Example:
+      otactl release build manifests/t9-engine-2.1.0.yaml --key ci
+    """
     from otactl.app import release
     from otactl.app.context import Context
     from otactl.release.manifest import load_manifest
 
     parsed = load_manifest(manifest)
     ctx = Context.open(workspace)
-    bar, update = _progress()
+    bar, update = byte_progress()
     if bar is not None:
         with bar:
             rel = release.build(ctx, parsed, progress=update, ci_key=ci_key)
@@ -65,9 +54,14 @@ def build(
 
 
 @app.command("review")
-def review(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"), workspace: Path = WorkspaceOpt,
+def review(release_id: str = ReleaseArg, workspace: Path = WorkspaceOpt,
            output: Output = OutputOpt) -> None:
-    """What will ship: targets, variant parameters and their changes, who signed and who is missing."""
+    """What will ship: targets, variant parameters and their changes, who signed and who is missing.
+
+    \b
+    Example:
+      otactl release review t9-engine/2.1.0
+    """
     from otactl.app import release
     from otactl.app.context import Context
 
@@ -97,10 +91,15 @@ def review(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"), wor
 
 
 @app.command("approve")
-def approve(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"),
+def approve(release_id: str = ReleaseArg,
             key: str = typer.Option(None, "--key", help="Release-manager key name."),
             workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Add one release manager's signature to a staged release."""
+    """Add one release manager's signature to a staged release.
+
+    \b
+    Example:
+      otactl release approve 2.1.0 --key alice
+    """
     from otactl.app import release
     from otactl.app.context import Context
 
@@ -108,29 +107,58 @@ def approve(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"),
 
 
 @app.command("publish")
-def publish(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"), workspace: Path = WorkspaceOpt,
+def publish(release_id: str = ReleaseArg, workspace: Path = WorkspaceOpt,
             output: Output = OutputOpt) -> None:
-    """Publish a release once its signatures meet the threshold (refuses, naming the missing ones)."""
+    """Publish a release once its signatures meet the threshold (refuses, naming the missing ones).
+
+    \b
+    Example:
+      otactl release publish 2.1.0
+    """
     from otactl.app import release
     from otactl.app.context import Context
 
-    _show(release.publish(Context.open(workspace), release_id), output, "release")
+    ctx = Context.open(workspace)
+    with working(f"publishing {release_id}", may_prompt=True):
+        rel = release.publish(ctx, release_id)
+    _show(rel, output, "release")
 
 
 @app.command("withdraw")
-def withdraw(release_id: str = typer.Argument(..., metavar="[MODEL/]VERSION"),
-             reason: str = typer.Option(..., "--reason"), workspace: Path = WorkspaceOpt,
-             output: Output = OutputOpt) -> None:
-    """Mark a release withdrawn: no rollout will target it again."""
-    from otactl.app import release
+def withdraw(release_id: str = ReleaseArg,
+             reason: str = typer.Option(None, "--reason", help="Why (required to propose a withdrawal)."),
+             key: str = typer.Option(None, "--key", help="Release-manager key that signs the withdrawal."),
+             workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Sign a release's withdrawal; at the release managers' threshold it is published and devices refuse it.
+
+    \b
+    Example:
+      otactl release withdraw 2.2.0 --reason "CVE-2027-0001 in the bootloader" --key alice
+    """
+    from otactl.app import withdraw as service
     from otactl.app.context import Context
 
-    _show(release.withdraw(Context.open(workspace), release_id, reason), output, "release")
+    result = service.withdraw(Context.open(workspace), release_id, reason, key)
+    if output is Output.json:
+        emit_json("release-withdrawal", result.to_json())
+        return
+    for note in result.notes:
+        info(note)
+    print(f"{result.model}/{result.version}: withdrawal {result.status} ({result.reason}); signed by "
+          f"{', '.join(result.signed_by)}"
+          + (f"; needs {result.threshold - len(result.signed_by)} more of: {', '.join(result.missing)} "
+             f"(threshold {result.threshold})" if result.status == "pending" else
+             f" (withdrawals v{result.withdrawals_version})"))
 
 
 @app.command("list")
 def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Staged, approved, published and withdrawn releases."""
+    """Staged, approved, published and withdrawn releases.
+
+    \b
+    Example:
+      otactl release list -o json
+    """
     from otactl.app import release
     from otactl.app.context import Context
 
@@ -151,7 +179,12 @@ def reinstate(model: str = typer.Argument(..., metavar="MODEL", help="Product mo
               reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit log)."),
               key: str = typer.Option(..., "--key", help="Release-manager key that signs the audit entry."),
               workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Clear a release's bad mark so a new rollout may target it (a release manager's signed, audited action)."""
+    """Clear a release's bad mark so a new rollout may target it (a release manager's signed, audited action).
+
+    \b
+    Example:
+      otactl release reinstate t9-engine 2.2.0 --reason "crash was a lab power cut" --key alice
+    """
     from otactl.app import reinstate as service
     from otactl.app.context import Context
 

@@ -1,9 +1,8 @@
-"""`otactl rollout plan|start|step|watch|status|pause|resume|abort|rollback|approve`."""
+"""`otactl rollout plan|start|step|watch|status|recover|pause|resume|abort|rollback|approve|report`."""
 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,14 +10,17 @@ from typing import Any
 
 import typer
 
-from otactl.cli.common import OutputOpt, WorkspaceOpt
+from otactl.cli.common import ModelArg, OutputOpt, VersionArg, WorkspaceOpt
 from otactl.cli.render import Output, emit_json, info, table
 
 app = typer.Typer(no_args_is_help=True)
 
 TelemetryOpt = typer.Option("sqlite:telemetry.db", "--telemetry", envvar="OTACTL_TELEMETRY_SOURCE",
                             help="sqlite:PATH (embedded ingest; relative to the workspace) or prometheus:URL.")
-KeyOpt = typer.Option(None, "--key", help="Key that signs the audit entry (default: the rollouts key).")
+KeyOpt = typer.Option(None, "--key", help="Key that signs the audit entry (default: $OTACTL_ACTOR, the "
+                      "workspace's `actor`, else the online rollouts key).")
+PersonKeyOpt = typer.Option(None, "--key", help="Your key: it signs the audit entry (default: $OTACTL_ACTOR or the "
+                            "workspace's `actor`; one of them is required).")
 
 
 @contextmanager
@@ -50,15 +52,17 @@ def _show(result: Any, output: Output) -> None:
 
 
 def _exit(result: Any) -> None:
-    from otactl.app.rollout import exit_code_for
+    """Exit 3 (stopped: rolled back, aborted, paused) or 4 (waiting) through the error model."""
+    from otactl.app.rollout import outcome_error
 
-    code = exit_code_for(result)
-    if code:
-        raise typer.Exit(code)
+    error = outcome_error(result)
+    if error is not None:
+        raise error
 
 
 @app.command("plan")
-def plan(model: str, version: str, plan_file: Path = typer.Option(..., "--plan", help="canary/<name>.yaml"),
+def plan(model: str = ModelArg, version: str = VersionArg,
+         plan_file: Path = typer.Option(..., "--plan", help="The rollout plan, canary/<name>.yaml."),
          telemetry: str | None = typer.Option(
              None, "--telemetry", help="sqlite:PATH or prometheus:URL: also estimate, per ring, whether the "
              "fleet can give each gate the power a PASS needs (from the baseline's recent telemetry)."),
@@ -66,7 +70,12 @@ def plan(model: str, version: str, plan_file: Path = typer.Option(..., "--plan",
                                              "(default: the newest published one older than VERSION)."),
          workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
     """Exactly which devices each ring holds, strata coverage, exposure before the first gate, and
-    (with --telemetry) whether each ring can ever get the power its gates need."""
+    (with --telemetry) whether each ring can ever get the power its gates need.
+
+    \b
+    Example:
+      otactl rollout plan t9-engine 2.1.0 --plan canary/default.yaml --telemetry sqlite:telemetry.db
+    """
     from otactl.app import rollout
     from otactl.app.context import Context
 
@@ -102,10 +111,16 @@ def plan(model: str, version: str, plan_file: Path = typer.Option(..., "--plan",
 
 
 @app.command("start")
-def start(model: str, version: str, plan_file: Path = typer.Option(..., "--plan"),
+def start(model: str = ModelArg, version: str = VersionArg,
+          plan_file: Path = typer.Option(..., "--plan", help="The rollout plan, canary/<name>.yaml."),
           baseline: str = typer.Option(None, "--baseline", help="The release the fleet runs now."),
           key: str = KeyOpt, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Start rolling out an approved, published release: its first ring gets it."""
+    """Start rolling out an approved, published release: its first ring gets it.
+
+    \b
+    Example:
+      otactl rollout start t9-engine 2.1.0 --plan canary/default.yaml --baseline 2.0.0
+    """
     from otactl.app import rollout
     from otactl.app.context import Context
 
@@ -113,10 +128,15 @@ def start(model: str, version: str, plan_file: Path = typer.Option(..., "--plan"
 
 
 @app.command("step")
-def step(model: str, telemetry: str = TelemetryOpt, key: str = KeyOpt, workspace: Path = WorkspaceOpt,
+def step(model: str = ModelArg, telemetry: str = TelemetryOpt, key: str = KeyOpt, workspace: Path = WorkspaceOpt,
          output: Output = OutputOpt) -> None:
     """One idempotent controller step. Exit 0 advanced/complete, 3 rolled back/paused, 4 waiting,
-    1 the telemetry source cannot be read (nothing recorded)."""
+    1 the telemetry source cannot be read (nothing recorded).
+
+    \b
+    Example:
+      otactl rollout step t9-engine --telemetry prometheus:http://prometheus:9090
+    """
     from otactl.app import rollout
     from otactl.app.context import Context
 
@@ -127,68 +147,99 @@ def step(model: str, telemetry: str = TelemetryOpt, key: str = KeyOpt, workspace
 
 
 @app.command("watch")
-def watch(model: str, telemetry: str = TelemetryOpt, interval: float = typer.Option(60.0, "--interval"),
+def watch(model: str = ModelArg, telemetry: str = TelemetryOpt,
+          interval: float = typer.Option(60.0, "--interval", help="Seconds between steps."),
           timeout: float = typer.Option(3600.0, "--timeout", help="Seconds before giving up (exit 4)."),
           key: str = KeyOpt, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Step until complete (0), rolled back or paused (3), or timed out waiting (4). For CI.
+    """Step until complete (0), rolled back, aborted or paused (3), or timed out waiting (4). For CI.
 
-    Stops at once (exit 1, nothing recorded by that step) when the telemetry source cannot be read."""
+    Stops at once (exit 1, nothing recorded by that step) when the telemetry source cannot be read.
+
+    \b
+    Example:
+      otactl rollout watch t9-engine --interval 300 --timeout 86400
+    """
     from otactl.app import rollout
     from otactl.app.context import Context
+    from otactl.errors import WaitingError
 
-    deadline = time.monotonic() + timeout
+    def shown(result: Any) -> None:
+        if output is Output.table:
+            _show(result, output)
+
     with _source(telemetry, workspace) as source:
-        while True:
-            result = rollout.step(Context.open(workspace), model, source, key=key)  # raises: no retry loop
-            if output is Output.table:
-                _show(result, output)
-            if result.status != "running" or not (result.waiting or result.action == "advance"):
-                break
-            if time.monotonic() + interval > deadline:
-                info(f"timed out after {timeout:.0f} s, still {result.action} at ring {result.ring!r}")
-                if output is Output.json:
-                    _show(result, output)
-                raise typer.Exit(4)
-            time.sleep(interval)
+        outcome = rollout.watch(lambda: Context.open(workspace), model, source, interval=interval, timeout=timeout,
+                                key=key, on_step=shown)
     if output is Output.json:
-        _show(result, output)
-    _exit(result)
+        _show(outcome.result, output)
+    if outcome.timed_out:
+        raise WaitingError(f"timed out after {timeout:.0f} s, still {outcome.result.action} at ring "
+                           f"{outcome.result.ring!r}")
+    _exit(outcome.result)
 
 
 @app.command("status")
-def status(model: str, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Where the rollout stands and why."""
+def status(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Where the rollout stands and why.
+
+    \b
+    Example:
+      otactl rollout status t9-engine -o json
+    """
     from otactl.app import rollout
     from otactl.app.context import Context
 
     _show(rollout.status(Context.open(workspace), model), output)
 
 
-def _operator(name: str, doc: str) -> None:
-    def command(model: str, reason: str = typer.Option(..., "--reason"), key: str = KeyOpt,
+def _operator(name: str, doc: str, example: str) -> None:
+    def command(model: str = ModelArg,
+                reason: str = typer.Option(..., "--reason", help="Why (recorded in the signed audit entry)."),
+                key: str = PersonKeyOpt,
                 workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
         from otactl.app import rollout
         from otactl.app.context import Context
 
         fn = {"pause": rollout.pause, "resume": rollout.resume, "rollback": rollout.rollback,
-              "abort": rollout.rollback}[name]
-        _show(fn(Context.open(workspace), model, reason if name != "abort" else f"aborted: {reason}", key),
-              output)
+              "abort": rollout.abort}[name]
+        _show(fn(Context.open(workspace), model, reason, key), output)
 
-    command.__doc__ = doc
+    command.__doc__ = f"{doc}\n\n\b\nExample:\n  otactl rollout {name} t9-engine --reason {example!r} --key alice\n"
     app.command(name)(command)
 
 
-_operator("pause", "Hold the rollout where it is (devices keep what they have).")
-_operator("resume", "Resume a paused rollout.")
-_operator("rollback", "Roll every ring back to the last known good release and mark this one bad.")
-_operator("abort", "Stop the rollout and roll back (same as rollback, recorded as an abort).")
+_operator("pause", "Hold the rollout where it is (devices keep what they have).", "harvest week: no changes")
+_operator("resume", "Resume a paused rollout.", "harvest is over")
+_operator("rollback", "Roll every ring back to the last known good release and mark this one bad.",
+          "engines stall at idle in the lab ring")
+_operator("abort", "Stop the rollout and put every ring back on the baseline without marking the release bad.",
+          "wrong plan: restart with canary/small-fleet.yaml")
+
+
+@app.command("recover")
+def recover(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Finish what a crashed or killed command left (state, policy, archive from the audit log) and
+    check that they agree. Every command that changes a rollout does this first.
+
+    \b
+    Example:
+      otactl rollout recover t9-engine
+    """
+    from otactl.app import rollout
+    from otactl.app.context import Context
+
+    _show(rollout.recover(Context.open(workspace), model), output)
 
 
 @app.command("approve")
-def approve(model: str, key: str = typer.Option(..., "--key", help="Release-manager key named by the plan."),
+def approve(model: str = ModelArg, key: str = typer.Option(..., "--key", help="Release-manager key named by the plan."),
             workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Sign the plan and the current ring's evidence (k-of-n, as the plan requires)."""
+    """Sign the plan and the current ring's evidence (k-of-n, as the plan requires).
+
+    \b
+    Example:
+      otactl rollout approve t9-engine --key alice
+    """
     from otactl.app import rollout
     from otactl.app.context import Context
 
@@ -196,16 +247,24 @@ def approve(model: str, key: str = typer.Option(..., "--key", help="Release-mana
 
 
 @app.command("report")
-def report(model: str, fmt: str = typer.Option("md", "--format", help="md or html"),
+def report(model: str = ModelArg,
+           fmt: str = typer.Option("md", "--output", "-o", "--format",
+                                   help="md (Markdown) or html (a self-contained page); --format is an alias."),
            out: Path = typer.Option(None, "--out", help="Write here (default: stdout)."),
            workspace: Path = WorkspaceOpt) -> None:
-    """A report of the model's rollouts: Markdown, or a self-contained HTML page with charts."""
+    """A report of the model's rollouts: Markdown, or a self-contained HTML page with charts.
+
+    \b
+    Example:
+      otactl rollout report t9-engine -o html --out report.html
+    """
     from otactl.app import rollout
     from otactl.app.context import Context
     from otactl.errors import UsageError
 
+    fmt = {"markdown": "md"}.get(fmt, fmt)
     if fmt not in ("md", "html"):
-        raise UsageError(f"--format {fmt!r}: use md or html")
+        raise UsageError(f"--output {fmt!r}: use md or html")
     text = rollout.report(Context.open(workspace), model, fmt)
     if out is None:
         sys.stdout.write(text)

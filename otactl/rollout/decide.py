@@ -6,6 +6,7 @@ Decision table, first matching row wins:
 |--------------------|--------------|---------------|-----------|-----------------|
 | complete           | any          | any           | any       | complete        |
 | rolled_back        | any          | any           | any       | rollback        |
+| aborted            | any          | any           | any       | abort           |
 | paused             | any          | any           | any       | pause           |
 | running            | fail         | any           | any       | on_failure      |
 | running            | wait         | any           | any       | hold            |
@@ -14,6 +15,21 @@ Decision table, first matching row wins:
 | running            | pass         | yes           | yes       | complete        |
 
 Approvals on a ring are needed to leave it (they sign the plan and that ring's evidence).
+
+Operator actions are transitions of the same state (``operate``), checked here and nowhere else:
+
+| action    | allowed from     | state after            | policy                                    |
+|-----------|------------------|------------------------|-------------------------------------------|
+| pause     | running          | paused                 | unchanged (devices keep what they have)   |
+| resume    | paused           | running                | unchanged                                 |
+| rollback  | running, paused  | rolled_back (terminal) | all rings to the baseline; release bad    |
+| abort     | running, paused  | aborted (terminal)     | all rings to the baseline; NOT marked bad |
+| approve   | running, paused  | one more approval      | unchanged (the plan's key, once per ring) |
+
+An abort stops a rollout for a reason that is not the release's fault (wrong plan, wrong time); a
+rollback says the release hurt the fleet. Reinstating a release changes only the policy
+(``reinstate_policy``). ``policy_version`` is set in one place: ``next_policy`` and
+``reinstate_policy`` give the next one (published + 1); the controller records exactly that.
 """
 
 from __future__ import annotations
@@ -24,7 +40,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from otactl.errors import OtactlError
+from otactl.errors import OtactlError, UsageError
 from otactl.rollout.gates import Phase, RingVerdict, carry_out
 from otactl.rollout.plan import KeyId, OnFailure, Plan
 
@@ -36,6 +52,10 @@ class Status(StrEnum):
     PAUSED = "paused"
     ROLLED_BACK = "rolled_back"
     COMPLETE = "complete"
+    ABORTED = "aborted"
+
+
+TERMINAL = (Status.COMPLETE, Status.ROLLED_BACK, Status.ABORTED)
 
 
 class Action(StrEnum):
@@ -45,10 +65,20 @@ class Action(StrEnum):
     ROLLBACK = "rollback"
     PAUSE = "pause"
     COMPLETE = "complete"
+    # operator actions (``operate``) and the start
+    START = "start"
+    RESUME = "resume"
+    ABORT = "abort"
+    APPROVE = "approve"
+    REINSTATE = "reinstate"
 
 
 class PolicyError(OtactlError):
     """The next rollout policy would break an invariant (bad release, security floor)."""
+
+
+class TransitionError(UsageError):
+    """An operator action that the rollout's state does not allow (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +127,7 @@ class Decision:
 
     @property
     def changes_policy(self) -> bool:
-        return self.action in (Action.ADVANCE, Action.ROLLBACK)
+        return self.action in (Action.ADVANCE, Action.ROLLBACK, Action.ABORT)
 
 
 def start(release: str, now: datetime) -> RolloutState:
@@ -112,6 +142,8 @@ def decide(plan: Plan, state: RolloutState, verdict: RingVerdict | None,
         return Decision(Action.COMPLETE, i, ("rollout already complete",))
     if state.status is Status.ROLLED_BACK:
         return Decision(Action.ROLLBACK, i, ("rollout already rolled back",))
+    if state.status is Status.ABORTED:
+        return Decision(Action.ABORT, i, ("rollout was aborted",))
     if state.status is Status.PAUSED:
         return Decision(Action.PAUSE, i, ("rollout paused after a failed gate; resume or "
                                           "roll back by hand",))
@@ -141,7 +173,7 @@ def decide(plan: Plan, state: RolloutState, verdict: RingVerdict | None,
 _NEXT_STATUS = {
     Action.ADVANCE: Status.RUNNING, Action.HOLD: None, Action.AWAIT_APPROVAL: None,
     Action.ROLLBACK: Status.ROLLED_BACK, Action.PAUSE: Status.PAUSED,
-    Action.COMPLETE: Status.COMPLETE,
+    Action.COMPLETE: Status.COMPLETE, Action.ABORT: Status.ABORTED,
 }
 
 
@@ -164,6 +196,48 @@ def apply(state: RolloutState, decision: Decision, now: datetime,
                    history=(*state.history, entry), evidence=evidence)
 
 
+_OPERATOR_FROM = {
+    Action.PAUSE: (Status.RUNNING,),
+    Action.RESUME: (Status.PAUSED,),
+    Action.ROLLBACK: (Status.RUNNING, Status.PAUSED),
+    Action.ABORT: (Status.RUNNING, Status.PAUSED),
+    Action.APPROVE: (Status.RUNNING, Status.PAUSED),
+}
+_OPERATOR_TO = {Action.PAUSE: Status.PAUSED, Action.RESUME: Status.RUNNING, Action.ROLLBACK: Status.ROLLED_BACK,
+                Action.ABORT: Status.ABORTED}
+
+
+def operate(plan: Plan, state: RolloutState, action: Action, now: datetime, reason: str,
+            key: KeyId | None = None) -> tuple[RolloutState, Decision]:
+    """An operator's action (the table above): the new state and the decision it records.
+
+    Raises :class:`TransitionError` when the state does not allow it; nothing else checks."""
+    allowed = _OPERATOR_FROM.get(action)
+    if allowed is None:
+        raise TransitionError(f"{action.value!r} is not an operator action")
+    if state.status not in allowed:
+        raise TransitionError(f"the rollout is {state.status.value}; cannot {action.value} it "
+                              f"(allowed when {' or '.join(s.value for s in allowed)})")
+    i = state.ring_index
+    ring = plan.rings[i]
+    if action is Action.APPROVE:
+        if key is None:
+            raise TransitionError("an approval needs the approving key")
+        if ring.approvals is None:
+            raise TransitionError(f"ring {ring.name!r} needs no approval")
+        if key not in ring.approvals.keys:
+            raise TransitionError(f"key {key!r} may not approve ring {ring.name!r} (the plan names: "
+                                  f"{', '.join(ring.approvals.keys)})")
+        approval = Approval(ring.name, key)
+        if approval in state.approvals:
+            raise TransitionError(f"ring {ring.name!r} is already approved with key {key!r}")
+        decision = Decision(Action.APPROVE, i, (f"ring {ring.name!r} approved by {key}",))
+        return replace(state, approvals=state.approvals | {approval}), decision
+    decision = Decision(action, i, (reason,))
+    entry = HistoryEntry(now, i, action, reason)
+    return replace(state, status=_OPERATOR_TO[action], history=(*state.history, entry)), decision
+
+
 @dataclass(frozen=True)
 class ReleaseRef:
     version: str
@@ -176,8 +250,9 @@ def next_policy(plan: Plan, state: RolloutState, *, model: str, rollout_id: str,
                 ) -> dict[str, Any]:
     """The rollout-policy/1 document for ``state`` (docs/formats.md).
 
-    Rings up to the current one get the release, the rest (or all, once rolled back) the last
-    known good release. Never a bad release, never below the security floor.
+    Rings up to the current one get the release, the rest (or all, once rolled back or aborted)
+    the last known good release. Never a bad release, never below the security floor. A rollback
+    marks the release bad; an abort does not.
     """
     prev_version = 0 if previous is None else int(previous["policy_version"])
     bad = sorted({*bad_releases, *(previous or {}).get("bad_releases", [])})
@@ -189,7 +264,7 @@ def next_policy(plan: Plan, state: RolloutState, *, model: str, rollout_id: str,
     if last_good.security_version < floor:
         raise PolicyError(f"last known good release {last_good.version} is below the security "
                           f"floor {floor}")
-    rolled_back = state.status is Status.ROLLED_BACK
+    rolled_back = state.status in (Status.ROLLED_BACK, Status.ABORTED)
     if not rolled_back and release.version in bad:
         raise PolicyError(f"release {release.version} is marked bad")
     if not rolled_back and release.security_version < floor:

@@ -25,6 +25,8 @@ from otactl.sim.scenario import PolicyStep, Scenario
 from otactl.sim.workspace import SimWorkspace
 from otactl.telemetry.source import TelemetrySource
 
+OPERATOR = "release-manager"  # the simulated operator's key (the sim workspace's release manager)
+
 
 @dataclass
 class Telemetry:
@@ -142,10 +144,10 @@ class ControlledSimulation(FullSimulation):
                     stats.append(RoundStats(rnd, f"{release} rollout", sum(out.values()), dict(out),
                                             time.monotonic() - t0, 0.0))
                     if self.hooks.pause_at_round == run.rounds:
-                        controller.pause(self._ctx(ws), model, "simulated operator: field report")
+                        controller.pause(self._ctx(ws), model, "simulated operator: field report", key=OPERATOR)
                         paused_at = run.rounds
                     if paused_at is not None and run.rounds >= paused_at + self.hooks.resume_after_rounds:
-                        controller.resume(self._ctx(ws), model, "simulated operator: cleared")
+                        controller.resume(self._ctx(ws), model, "simulated operator: cleared", key=OPERATOR)
                         paused_at = None
                     telemetry.settle()
                     result = controller.step(self._ctx(ws), model, source)

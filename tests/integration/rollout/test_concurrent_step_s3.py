@@ -82,7 +82,7 @@ def test_two_concurrent_steps_on_s3(tmp_path: Path, s3_endpoint: str, s3_bucket:
     losers = [r for r in results if isinstance(r, ConflictError)]
     assert len(winners) == 1 and len(losers) == 1, results
     assert winners[0].action == "advance"
-    assert "changed since it was read" in str(losers[0])
+    assert "changed it first" in str(losers[0]) and "nothing was recorded" in str(losers[0])
     after = Context.open(ws)
     doc = current_policy(after, after.repository(), MODEL)
     assert doc is not None and doc["policy_version"] == 2  # published once, by the winner

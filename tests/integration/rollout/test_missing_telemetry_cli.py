@@ -102,7 +102,7 @@ def test_an_unreachable_prometheus_is_an_error_and_nothing_is_recorded(ws: Path)
 
 
 def test_only_a_release_manager_reinstates_and_the_release_ships_again(ws: Path) -> None:
-    ok(run_otactl("rollout", "rollback", MODEL, "--reason", "field reports", cwd=ws))
+    ok(run_otactl("rollout", "rollback", MODEL, "--reason", "field reports", "--key", "release-manager", cwd=ws))
     assert published(ws)["bad_releases"] == ["2.1.0"]
     refused = run_otactl("rollout", "start", MODEL, "2.1.0", "--plan", str(PLAN), cwd=ws)
     assert refused.returncode == 1

@@ -7,13 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from app_parts import MODEL, build_template, ctx_at, plan_file, policy, snapshot, verify_audit
+from app_parts import MODEL, OPERATOR, build_template, ctx_at, plan_file, policy, snapshot, verify_audit
 
 from otactl.app import reinstate as service
 from otactl.app import rollout
 from otactl.app import rollout_state as rs
 from otactl.audit import log as audit
-from otactl.errors import ExitCode, UsageError
+from otactl.errors import ExitCode, UsageError, VerificationError
 from otactl.rollout import decide as core
 from otactl.rollout.decide import PolicyError
 
@@ -28,7 +28,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rolled_back(ws: Path, version: str = "2.1.0") -> str:
     """Start ``version`` and roll it back by hand: it is marked bad. Returns the rollout id."""
     started = rollout.start(ctx_at(ws), MODEL, version, plan_file(ws), baseline="2.0.0")
-    rollout.rollback(ctx_at(ws, 1), MODEL, "operator: field reports")
+    rollout.rollback(ctx_at(ws, 1), MODEL, "operator: field reports", key=OPERATOR)
     assert version in policy(ws)["bad_releases"]
     return started.rollout_id
 
@@ -55,7 +55,9 @@ def test_reinstate_clears_the_mark_and_a_new_rollout_starts(ws: Path) -> None:
     entry = next(e for e in audit.entries(ctx_at(ws).store, MODEL) if e.action == "reinstate")
     assert entry.actor == "release-manager"
     assert entry.keyid == ctx_at(ws).trust.keys["release-manager"].keyid
-    assert entry.details == {"version": "2.1.0", "reason": REASON, "rollout_id": first, "policy_version": 3}
+    details = {k: v for k, v in entry.details.items() if k != "state_sha256"}
+    assert details == {"version": "2.1.0", "reason": REASON, "marked_by": first, "policy_version": 3,
+                       "rollout_id": first, "revision": 3}  # a transition of the ended rollout's record
 
 
 def test_the_old_rolled_back_rollout_does_not_bring_the_mark_back(ws: Path) -> None:
@@ -64,7 +66,7 @@ def test_the_old_rolled_back_rollout_does_not_bring_the_mark_back(ws: Path) -> N
     stepped = rollout.step(ctx_at(ws, 3), MODEL, rollout_source_never_read())  # the terminal record
     assert stepped.status == "rolled_back" and policy(ws)["bad_releases"] == []
     rollout.start(ctx_at(ws, 4), MODEL, "2.1.1", plan_file(ws), baseline="2.0.0")  # an unrelated rollout
-    rollout.rollback(ctx_at(ws, 5), MODEL, "operator: 2.1.1 misbehaves")
+    rollout.rollback(ctx_at(ws, 5), MODEL, "operator: 2.1.1 misbehaves", key=OPERATOR)
     assert policy(ws)["bad_releases"] == ["2.1.1"]  # the new mark only, 2.1.0 stays cleared
 
 
@@ -76,7 +78,7 @@ def test_reinstate_beside_an_active_rollout_of_another_release(ws: Path) -> None
     assert doc["bad_releases"] == [] and [r["release"] for r in doc["rings"]] == ["2.1.1", "2.0.0"]
     record = rs.require(ctx_at(ws).store, MODEL)
     assert record.policy_version == result.policy_version == doc["policy_version"]  # crash recovery stays exact
-    rollout.rollback(ctx_at(ws, 4), MODEL, "operator")
+    rollout.rollback(ctx_at(ws, 4), MODEL, "operator", key=OPERATOR)
     assert policy(ws)["bad_releases"] == ["2.1.1"]
 
 
@@ -102,17 +104,20 @@ def test_reinstate_refuses_and_writes_nothing(ws: Path, key: str, version: str, 
     assert snapshot(ws) == before
 
 
-def test_reinstate_refuses_while_that_release_is_rolling_out(ws: Path) -> None:
-    """An active rollout of a release marked bad (a record left by an older otactl's refused start)."""
-    rolled_back(ws)
+def test_a_record_the_audit_log_does_not_know_is_replaced_by_the_logged_one(ws: Path) -> None:
+    """A rollout record written around the log (an active rollout of the release marked bad) is not
+    the rollout's state: the log is. Reinstate first restores the logged record, then proceeds."""
+    first = rolled_back(ws)
     store = ctx_at(ws).store
     record = rs.require(store, MODEL)
     rs.save(store, replace(record, rollout_id="t9-engine-2.1.0-stale", state=core.start("2.1.0", ctx_at(ws).now)))
-    before = snapshot(ws)
-    refusal = "rollout t9-engine-2.1.0-stale of t9-engine/2.1.0 is running; abort it"
-    with pytest.raises(UsageError, match=re.escape(refusal)):
-        service.reinstate(ctx_at(ws, 2), MODEL, "2.1.0", REASON, "release-manager")
-    assert snapshot(ws) == before
+    with pytest.raises(VerificationError, match=re.escape("state is at revision 2, the audit log at t9-engine-2.1.0-")):
+        verify_audit(ws)
+    result = service.reinstate(ctx_at(ws, 2), MODEL, "2.1.0", REASON, "release-manager")
+    assert result.rollout_id == first
+    restored = rs.require(store, MODEL)
+    assert (restored.rollout_id, restored.state.status, restored.revision) == (first, core.Status.ROLLED_BACK, 3)
+    verify_audit(ws)
 
 
 def test_reinstate_policy_is_pure() -> None:

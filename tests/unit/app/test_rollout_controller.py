@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from app_parts import MODEL, ROOT, ctx_at, plan_file, policy, snapshot, telemetry, verify_audit
+from app_parts import MODEL, OPERATOR, ROOT, ctx_at, plan_file, policy, snapshot, telemetry, verify_audit
 
 from otactl.app import release, rollout
 from otactl.app import rollout_state as rs
@@ -92,7 +93,7 @@ def test_unreadable_telemetry_is_an_error_and_records_nothing(ws: Path, source: 
 def test_a_paused_rollout_reads_no_telemetry(ws: Path) -> None:
     """A paused or finished rollout reads no telemetry, so an unreadable source does not matter."""
     rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
-    rollout.pause(ctx_at(ws, 1), MODEL, "investigating")
+    rollout.pause(ctx_at(ws, 1), MODEL, "investigating", key=OPERATOR)
     assert rollout.step(ctx_at(ws, 2), MODEL, Unreachable()).status == "paused"
 
 
@@ -137,22 +138,22 @@ def test_ring_waits_for_approval_then_continues(ws: Path) -> None:
 
 def test_pause_holds_and_resume_continues(ws: Path) -> None:
     rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
-    rollout.pause(ctx_at(ws, 1), MODEL, "field report under investigation")
+    rollout.pause(ctx_at(ws, 1), MODEL, "field report under investigation", key=OPERATOR)
     paused = rollout.step(ctx_at(ws, 24), MODEL, telemetry(0.002))
     assert paused.status == "paused" and policy(ws)["policy_version"] == 1
     with pytest.raises(UsageError, match="cannot"):
-        rollout.pause(ctx_at(ws, 2), MODEL, "again")
-    rollout.resume(ctx_at(ws, 25), MODEL, "cleared")
+        rollout.pause(ctx_at(ws, 2), MODEL, "again", key=OPERATOR)
+    rollout.resume(ctx_at(ws, 25), MODEL, "cleared", key=OPERATOR)
     assert rollout.step(ctx_at(ws, 26), MODEL, telemetry(0.002)).action == "advance"
 
 
 def test_manual_rollback_points_every_ring_at_the_baseline(ws: Path) -> None:
     rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
-    rollout.rollback(ctx_at(ws, 1), MODEL, "operator decision")
+    rollout.rollback(ctx_at(ws, 1), MODEL, "operator decision", key=OPERATOR)
     doc = policy(ws)
     assert {r["release"] for r in doc["rings"]} == {"2.0.0"} and "2.1.0" in doc["bad_releases"]
     with pytest.raises(UsageError):
-        rollout.resume(ctx_at(ws, 2), MODEL, "no")
+        rollout.resume(ctx_at(ws, 2), MODEL, "no", key=OPERATOR)
 
 
 def test_concurrent_steps_one_wins_one_conflicts(ws: Path) -> None:
@@ -199,3 +200,57 @@ def test_plan_is_deterministic(ws: Path) -> None:
     a = rollout.plan(Context.open(ws), MODEL, "2.1.0", plan_file(ws)).to_json()
     b = rollout.plan(Context.open(ws), MODEL, "2.1.0", plan_file(ws)).to_json()
     assert a == b and sum(r["devices"] for r in a["rings"]) == 12
+
+
+# ------------------------------------------------------------------ people sign their own actions
+@pytest.mark.parametrize("action", ["pause", "rollback", "abort"])
+def test_a_persons_action_without_a_key_is_refused_and_writes_nothing(ws: Path, action: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTACTL_ACTOR", raising=False)
+    rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
+    before = snapshot(ws)
+    with pytest.raises(UsageError, match="say who is acting") as caught:
+        getattr(rollout, action)(ctx_at(ws, 1), MODEL, "no name given")
+    assert caught.value.exit_code == ExitCode.USAGE and snapshot(ws) == before
+    with pytest.raises(UsageError, match="key 'mallory' is not in the trust configuration"):
+        getattr(rollout, action)(ctx_at(ws, 1), MODEL, "unknown key", key="mallory")
+    assert snapshot(ws) == before
+
+
+def test_the_actor_signs_the_entry_and_an_abort_is_an_abort(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
+    monkeypatch.setenv("OTACTL_ACTOR", OPERATOR)
+    rollout.pause(ctx_at(ws, 1), MODEL, "looking at field reports")
+    monkeypatch.delenv("OTACTL_ACTOR")
+    cfg = ws / "otactl.yaml"
+    cfg.write_text(cfg.read_text() + f"actor: {OPERATOR}\n")  # the workspace's configured actor
+    result = rollout.abort(ctx_at(ws, 2), MODEL, "wrong plan")
+    assert result.status == "aborted" and result.action == "abort"
+    trust = ctx_at(ws).trust
+    start, pause, abort = audit.entries(ctx_at(ws).store, MODEL)
+    assert (start.actor, start.keyid) == ("online", trust.keys["online"].keyid)  # the controller's own step
+    for entry, action in ((pause, "pause"), (abort, "abort")):
+        assert (entry.action, entry.actor, entry.keyid) == (action, OPERATOR, trust.keys[OPERATOR].keyid)
+    assert policy(ws)["bad_releases"] == []  # an abort does not mark the release bad
+    assert {r["release"] for r in policy(ws)["rings"]} == {"2.0.0"}
+    verify_audit(ws)
+    again = rollout.start(ctx_at(ws, 3), MODEL, "2.1.0", plan_file(ws))  # so it can be started again
+    assert again.status == "running"
+
+
+def test_start_refuses_a_release_the_signed_withdrawals_list_names(ws: Path) -> None:
+    """Even when the unsigned release state says "published" (tampered, or a crash before it was marked)."""
+    from otactl.app import withdraw
+
+    withdraw.withdraw(ctx_at(ws), "2.1.0", "bricks revA units on cold boot", "release-manager")
+    store = ctx_at(ws).store
+    key = release.state_key(MODEL, "2.1.0")
+    doc = json.loads(store.get(key))
+    doc["status"] = "published"
+    doc.pop("withdrawn", None)
+    store.put(key, json.dumps(doc).encode())
+    plan = plan_file(ws)
+    before = snapshot(ws)
+    with pytest.raises(UsageError, match=re.escape("release t9-engine/2.1.0 is withdrawn by the release managers")):
+        rollout.start(ctx_at(ws), MODEL, "2.1.0", plan)
+    assert snapshot(ws) == before

@@ -9,13 +9,16 @@ import pytest
 from otactl.rollout.decide import (
     Action,
     Approval,
+    HistoryEntry,
     PolicyError,
     ReleaseRef,
     RolloutState,
     Status,
+    TransitionError,
     apply,
     decide,
     next_policy,
+    operate,
     start,
 )
 from otactl.rollout.gates import Phase, RingVerdict
@@ -128,3 +131,57 @@ def test_policy_refuses_bad_releases_and_the_security_floor(name: str, kw: dict[
                                                             message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         policy(at(1), **kw)
+
+
+# ------------------------------------------------------------------------- operator transitions
+OPERATOR_CASES = [
+    # action, from status, allowed?, status after
+    (Action.PAUSE, Status.RUNNING, True, Status.PAUSED),
+    (Action.PAUSE, Status.PAUSED, False, None),
+    (Action.PAUSE, Status.COMPLETE, False, None),
+    (Action.RESUME, Status.PAUSED, True, Status.RUNNING),
+    (Action.RESUME, Status.RUNNING, False, None),
+    (Action.ROLLBACK, Status.RUNNING, True, Status.ROLLED_BACK),
+    (Action.ROLLBACK, Status.PAUSED, True, Status.ROLLED_BACK),
+    (Action.ROLLBACK, Status.ABORTED, False, None),
+    (Action.ABORT, Status.RUNNING, True, Status.ABORTED),
+    (Action.ABORT, Status.PAUSED, True, Status.ABORTED),
+    (Action.ABORT, Status.ROLLED_BACK, False, None),
+    (Action.ABORT, Status.COMPLETE, False, None),
+    (Action.ADVANCE, Status.RUNNING, False, None),  # not an operator action
+]
+
+
+@pytest.mark.parametrize(("action", "status", "allowed", "after"), OPERATOR_CASES,
+                         ids=[f"{a.value}-from-{s.value}" for a, s, _, _ in OPERATOR_CASES])
+def test_operator_transitions(action: Action, status: Status, allowed: bool, after: Status | None) -> None:
+    state = at(1, status)
+    if not allowed:
+        with pytest.raises(TransitionError):
+            operate(PLAN, state, action, NOW, "why")
+        return
+    new, decision = operate(PLAN, state, action, NOW, "why")
+    assert new.status is after and decision.action is action and decision.reasons == ("why",)
+    assert new.history[-1] == HistoryEntry(NOW, 1, action, "why") and new.ring_index == 1
+
+
+def test_approval_is_a_transition_checked_against_the_plan() -> None:
+    state = at(2)  # ring 2 (early) needs one approval from rm-alice or rm-bob
+    new, decision = operate(PLAN, state, Action.APPROVE, NOW, "", KeyId("rm-bob"))
+    assert Approval(PLAN.rings[2].name, KeyId("rm-bob")) in new.approvals and decision.action is Action.APPROVE
+    for bad_state, key, message in [(new, "rm-bob", "already approved"), (state, "mallory", "may not approve"),
+                                    (at(1), "rm-bob", "needs no approval"), (at(2, Status.COMPLETE), "rm-bob",
+                                                                             "cannot approve")]:
+        with pytest.raises(TransitionError, match=message):
+            operate(PLAN, bad_state, Action.APPROVE, NOW, "", KeyId(key))
+
+
+def test_abort_returns_rings_to_the_baseline_without_marking_the_release_bad() -> None:
+    aborted, _ = operate(PLAN, at(2), Action.ABORT, NOW, "wrong plan")
+    rolled, _ = operate(PLAN, at(2), Action.ROLLBACK, NOW, "field reports")
+    kw = {"model": "m", "rollout_id": "r", "salt": "s", "release": ReleaseRef("2.1.0", 1),
+          "last_good": ReleaseRef("2.0.0", 1), "previous": None}
+    abort_doc, rollback_doc = next_policy(PLAN, aborted, **kw), next_policy(PLAN, rolled, **kw)
+    assert {r["release"] for r in abort_doc["rings"]} == {r["release"] for r in rollback_doc["rings"]} == {"2.0.0"}
+    assert abort_doc["bad_releases"] == [] and rollback_doc["bad_releases"] == ["2.1.0"]
+    assert decide(PLAN, aborted, verdict(2, Phase.PASS), NOW).action is Action.ABORT  # terminal
