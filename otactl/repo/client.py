@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 from tuf.api import exceptions as tuf_exc
@@ -12,31 +15,94 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from otactl.errors import NotFoundError, StoreError
 from otactl.store.base import BlobStore
 
+# Slow retrieval (see HttpxFetcher): a download must average MIN_RATE bytes/s after GRACE_S seconds.
+# 1 KiB/s is far below any working link (a 5 MB bin may take 82 minutes), and far above a trickle.
+MIN_RATE = 1024.0  # bytes per second
+GRACE_S = 30.0
+
 
 class HttpxFetcher(FetcherInterface):
-    """ngclient fetcher over httpx (connection reuse, timeouts, streaming)."""
+    """ngclient fetcher over httpx (connection reuse, timeouts, streaming).
 
-    def __init__(self, client: httpx.Client | None = None, timeout: float = 15.0) -> None:
+    Endless data: the body is streamed as the network delivers it and never read whole, so
+    ngclient's ``download_bytes``/``download_file`` stop at the maximum length (the signed length,
+    or ``UpdaterConfig``'s ``*_max_length``) at most one network read past it. Only the identity
+    encoding is asked for, and a body sent compressed anyway is refused: ngclient counts the bytes
+    this fetcher yields, and a decoded chunk could be a thousand times its size on the wire.
+
+    Slow retrieval: every download must keep an average of ``min_rate`` bytes per second once
+    ``grace`` seconds have passed since its request was sent, that is, ``t`` seconds in it must
+    have received ``(t - grace) * min_rate`` bytes. A server that trickles (one byte a second,
+    forever) is cut with ``SlowRetrievalError``. The check runs whenever bytes arrive; a silence is
+    bounded by the httpx timeout (also ``SlowRetrievalError``), so a download ends at most one
+    timeout past its deadline. The state is per download: one fetcher may serve many threads.
+    """
+
+    def __init__(
+        self,
+        client: httpx.Client | None = None,
+        timeout: float = 15.0,
+        *,
+        min_rate: float = MIN_RATE,
+        grace: float = GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if min_rate <= 0 or grace < 0:
+            raise ValueError(f"min_rate must be > 0 and grace >= 0, not {min_rate} and {grace}")
         self._client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+        self.min_rate = min_rate
+        self.grace = grace
+        self._clock = clock
         self.bytes_received = 0
 
+    def __repr__(self) -> str:
+        return f"HttpxFetcher(min_rate={self.min_rate:g}, grace={self.grace:g})"
+
     def _fetch(self, url: str) -> Iterator[bytes]:
+        started = self._clock()
+        request = self._client.build_request("GET", url, headers={"Accept-Encoding": "identity"})
         try:
-            response = self._client.send(self._client.build_request("GET", url), stream=True)
+            response = self._client.send(request, stream=True)
+        except httpx.ReadTimeout as exc:
+            raise tuf_exc.SlowRetrievalError(f"{url}: no response within the timeout ({exc})") from exc
         except httpx.HTTPError as exc:
             raise tuf_exc.DownloadError(f"{url}: {exc}") from exc
         if response.status_code != 200:
             response.close()
             raise tuf_exc.DownloadHTTPError(f"{url}: HTTP {response.status_code}", response.status_code)
-        return self._chunks(response)
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            response.close()
+            raise tuf_exc.DownloadError(f"{url}: the server sent a {encoding!r} body; only identity was asked for")
+        return self._chunks(url, response, started)
 
-    def _chunks(self, response: httpx.Response) -> Iterator[bytes]:
+    @contextlib.contextmanager
+    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+        """ngclient's own download (it stops at ``max_length``); its length error names the URL."""
+        with contextlib.ExitStack() as stack:
+            try:
+                file = stack.enter_context(super().download_file(url, max_length))
+            except tuf_exc.DownloadLengthMismatchError as exc:
+                raise tuf_exc.DownloadLengthMismatchError(f"{url}: {exc}") from exc
+            yield file
+
+    def _chunks(self, url: str, response: httpx.Response, started: float) -> Iterator[bytes]:
+        received = 0
         try:
-            for chunk in response.iter_bytes(64 * 1024):
+            for chunk in response.iter_raw():
+                received += len(chunk)
                 self.bytes_received += len(chunk)
+                elapsed = self._clock() - started
+                if elapsed > self.grace + received / self.min_rate:
+                    raise tuf_exc.SlowRetrievalError(
+                        f"{url}: {received} bytes in {elapsed:.1f} s, below the minimum average of "
+                        f"{self.min_rate:g} bytes/s after {self.grace:g} s")
                 yield chunk
+        except httpx.ReadTimeout as exc:
+            raise tuf_exc.SlowRetrievalError(f"{url}: nothing received within the timeout after "
+                                             f"{received} bytes ({exc})") from exc
         except httpx.HTTPError as exc:
-            raise tuf_exc.DownloadError(f"{response.url}: {exc}") from exc
+            raise tuf_exc.DownloadError(f"{url}: {exc}") from exc
         finally:
             response.close()
 

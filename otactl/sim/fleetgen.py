@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nacl.signing
 
@@ -20,7 +20,7 @@ from otactl.sim.scenario import Fleet, Scenario
 @dataclass(frozen=True)
 class SimDevice:
     record: DeviceRecord
-    key_seed: bytes
+    key_seed: bytes = field(repr=False)  # a device key: never in a repr, a log or a traceback
 
     @property
     def device_id(self) -> str:

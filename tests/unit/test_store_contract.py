@@ -7,10 +7,12 @@ each writer its own handle, as two operators on two machines would have.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,3 +469,39 @@ def test_s3_good_credentials_are_accepted_by_the_checking_server(
     assert store.get_versioned("k").etag == etag
     assert store.exists("k")
     assert list(store.list()) == ["k"]
+
+
+SECRET = "otactl-WRONG-secret-7d41c9e0b2/aF+never-printed"  # a wrong secret, distinctive
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("operation", ["get", "exists", "put", "put_if", "list"])
+def test_s3_errors_never_show_the_secret_access_key(
+    auth_server: AuthCheckingServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    operation: str
+) -> None:
+    """A wrong secret: the StoreError (message, repr, whole traceback with its botocore cause), the
+    store's repr and botocore's debug log name neither that secret nor the writer's real one."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", auth_server.writer.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_SECURITY_TOKEN", raising=False)
+    store = S3Store.from_url(f"s3://{auth_server.bucket}/repo", endpoint_url=auth_server.endpoint_url)
+    calls: dict[str, Callable[[], object]] = {
+        "get": lambda: store.get("k"),
+        "exists": lambda: store.exists("k"),
+        "put": lambda: store.put("k", b"x"),
+        "put_if": lambda: store.put_if("k", b"x", None),
+        "list": lambda: store.list(),
+    }
+    with caplog.at_level(logging.DEBUG), pytest.raises(StoreError) as info:
+        calls[operation]()
+    assert "the request signature was refused (check AWS_SECRET_ACCESS_KEY)" in str(info.value)
+    assert store._client._get_credentials().secret_key == SECRET  # the control: this secret signed the requests
+    assert isinstance(info.value.__cause__, Exception)  # the botocore error is in the traceback too
+    printed = [str(info.value), repr(info.value), "".join(traceback.format_exception(info.value)), repr(store),
+               str(store), caplog.text]
+    assert "SignatureDoesNotMatch" in printed[2]
+    for text in printed:
+        for secret in (SECRET, auth_server.writer.secret_access_key):
+            assert secret not in text
