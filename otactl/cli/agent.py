@@ -20,11 +20,17 @@ def provision(
     device_dir: Annotated[Path, DeviceDirOpt],
     device_id: Annotated[str, typer.Option("--device-id", help="The device's id in the fleet.")],
     model: Annotated[str, typer.Option("--model", help="Product model, e.g. t9-engine.")],
-    hardware_revision: Annotated[str, typer.Option("--hardware-revision", help="e.g. revB.")],
+    hardware_revision: Annotated[str, typer.Option("--hardware-revision", help="Hardware revision, e.g. revB.")],
     root: Annotated[Path, typer.Option("--root", help="Trust anchor: the workspace's signing/root.json.")],
     output: Output = OutputOpt,
 ) -> None:
-    """Create a factory-fresh device: identity, a new signing key (mode 0600), the trust anchor."""
+    """Create a factory-fresh device: identity, a new signing key (mode 0600), the trust anchor.
+
+    \b
+    Example:
+      otactl agent provision --device-dir dev/t9-0001 --device-id t9-0001 --model t9-engine \\
+        --hardware-revision revB --root signing/root.json
+    """
     from otactl.agent.service import provision as run
 
     result = run(device_dir, device_id, model, hardware_revision, root)
@@ -45,7 +51,12 @@ def run(
     interval: Annotated[float, typer.Option("--interval", min=1.0, help="Seconds between polls.")] = 3600.0,
     output: Output = OutputOpt,
 ) -> None:
-    """Poll the repository, install what the device's ring asks for (A/B), report to the ingest."""
+    """Poll the repository, install what the device's ring asks for (A/B), report to the ingest.
+
+    \b
+    Example:
+      otactl agent run --device-dir dev/t9-0001 --repo-url http://127.0.0.1:8080 --ingest-url http://127.0.0.1:8787
+    """
     import logging
 
     from otactl.agent.agent import Agent, RunResult
@@ -63,10 +74,8 @@ def run(
              f"{c.detail}{flushed}")
 
     agent = Agent(device_dir, repo_url, ingest_url)
-    try:
+    try:  # Ctrl-C ends it like any command: one line, exit 130 (otactl.cli.main)
         result = run_loop(agent, interval=interval, once=once, clock=utcnow, on_result=show)
-    except KeyboardInterrupt:
-        return
     finally:
         agent.close()
     if output is Output.json:
@@ -80,7 +89,12 @@ def run(
 
 @app.command("status")
 def status(device_dir: Annotated[Path, DeviceDirOpt], output: Output = OutputOpt) -> None:
-    """The device's slots, active pointer, security floor and report counters."""
+    """The device's slots, active pointer, security floor and report counters.
+
+    \b
+    Example:
+      otactl agent status --device-dir dev/t9-0001
+    """
     from otactl.agent.service import status as run
 
     doc = run(device_dir)

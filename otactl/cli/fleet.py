@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from otactl.cli.common import OutputOpt, WorkspaceOpt
-from otactl.cli.render import Output, emit_json, table
+from otactl.cli.render import Output, emit_json, table, working
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -15,13 +15,21 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("import")
 def import_cmd(inventory: Path = typer.Argument(..., help="CSV or YAML inventory."),
                workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Write each device's signed record into the devices hash bins."""
+    """Write each device's signed record into the devices hash bins.
+
+    \b
+    Example:
+      otactl fleet import examples/fleet/inventory.csv
+    """
     from otactl.app.context import Context
     from otactl.app.fleet import import_devices
     from otactl.fleet.records import read_inventory
 
-    inv = read_inventory(inventory)
-    change = import_devices(Context.open(workspace), inv.records, inv.path, inv.lines)
+    with working(f"reading {inventory}", may_prompt=True) as status:
+        inv = read_inventory(inventory)
+        ctx = Context.open(workspace)
+        status(f"signing and publishing {len(inv.records)} device records")
+        change = import_devices(ctx, inv.records, inv.path, inv.lines)
     if output is Output.json:
         emit_json("fleet-import", change.__dict__)
         return
@@ -30,13 +38,18 @@ def import_cmd(inventory: Path = typer.Argument(..., help="CSV or YAML inventory
 
 
 @app.command("set")
-def set_cmd(device: str = typer.Argument(...),
+def set_cmd(device: str = typer.Argument(..., help="Device id, e.g. t9-0004."),
             variant: str = typer.Option(None, "--variant", help="Entitlement, e.g. hp-400."),
             tag: list[str] = typer.Option(None, "--tag", help="Replace the device's tags (repeatable)."),
             pin: str = typer.Option(None, "--pin", help="Keep the device on this release version."),
-            unpin: bool = typer.Option(False, "--unpin"),
+            unpin: bool = typer.Option(False, "--unpin", help="Let the device follow its rollout ring again."),
             workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Change one device's variant, tags or pin (re-signs only its bin, snapshot and timestamp)."""
+    """Change one device's variant, tags or pin (re-signs only its bin, snapshot and timestamp).
+
+    \b
+    Example:
+      otactl fleet set t9-0004 --variant hp-500 --tag lab
+    """
     from otactl.app.context import Context
     from otactl.app.fleet import set_device
 
@@ -51,7 +64,12 @@ def set_cmd(device: str = typer.Argument(...),
 
 @app.command("list")
 def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Every device record, as published."""
+    """Every device record, as published.
+
+    \b
+    Example:
+      otactl fleet list -o json > fleet.json
+    """
     from otactl.app.context import Context
     from otactl.app.fleet import list_devices
 

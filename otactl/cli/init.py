@@ -23,7 +23,12 @@ def register(app: typer.Typer) -> None:
         bin_bits: int = typer.Option(4, "--bin-bits", help="Device record hash bins: 2**bits bins."),
         output: Output = OutputOpt,
     ) -> None:
-        """Scaffold a release workspace, generate keys, create and publish the TUF repository."""
+        """Scaffold a release workspace, generate keys, create and publish the TUF repository.
+
+        \b
+        Example:
+          otactl init fleet-repo --store s3://acme-updates/t9 --release-manager alice --release-manager bob
+        """
         from otactl.app.context import utcnow
         from otactl.app.init import init_workspace
 

@@ -18,18 +18,33 @@ def generate(
     release_manager: bool = typer.Option(False, "--release-manager",
                                          help="Add the key to the releases role as a release manager."),
     workspace: Path = WorkspaceOpt,
+    output: Output = OutputOpt,
 ) -> None:
-    """Generate an encrypted ed25519 key in the workspace and add it to the trust configuration."""
+    """Generate an encrypted ed25519 key in the workspace and add it to the trust configuration.
+
+    \b
+    Example:
+      OTACTL_KEY_PASSPHRASE_ALICE=... otactl keys generate alice --release-manager
+    """
     from otactl.app.context import Context
     from otactl.app.keys import generate_key
 
     entry = generate_key(Context.open(workspace), name, release_manager=release_manager)
+    if output is Output.json:
+        emit_json("key", {"name": entry.name, "keyid": entry.keyid, "uri": entry.uri})
+        return
     print(f"{entry.name} {entry.keyid}")
 
 
 @app.command("list")
 def list_keys(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """List keys, the roles they sign for, and whether the private key is here."""
+    """List keys, the roles they sign for, and whether the private key is here.
+
+    \b
+    Example:
+      otactl keys list
+      otactl keys list -o json
+    """
     from otactl.app.context import Context
     from otactl.app.keys import list_keys as run
 
@@ -38,7 +53,7 @@ def list_keys(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> Non
         emit_json("keys", {"keys": [r.__dict__ for r in rows]})
         return
     table("keys", ["name", "keyid", "roles", "private key here", "uri"],
-          [[r.name, r.keyid[:16], ", ".join(r.roles), "yes" if r.private_available else "no", r.uri]
+          [[r.name, r.keyid, ", ".join(r.roles), "yes" if r.private_available else "no", r.uri]
            for r in rows])
 
 
@@ -48,11 +63,22 @@ def rotate(
                                          "releases, rollouts, devices)."),
     key: str = typer.Option(None, "--key", help="The key to replace (default: the role's only key)."),
     workspace: Path = WorkspaceOpt,
+    output: Output = OutputOpt,
 ) -> None:
-    """Replace a role's key and publish, so devices holding the old root still update."""
+    """Replace a role's key and publish, so devices holding the old root still update.
+
+    \b
+    Example:
+      otactl keys rotate timestamp
+      otactl keys rotate releases --key alice
+    """
     from otactl.app.context import Context
     from otactl.app.keys import rotate_key
 
     result = rotate_key(Context.open(workspace), role, key)
-    print(f"rotated {role}: {result.old} -> {result.new} ({result.new_keyid[:16]}); "
+    if output is Output.json:
+        emit_json("key-rotation", {"role": role, "old": result.old, "new": result.new,
+                                   "new_keyid": result.new_keyid, "root_version": result.root_version})
+        return
+    print(f"rotated {role}: {result.old} -> {result.new} ({result.new_keyid}); "
           f"root version {result.root_version}")

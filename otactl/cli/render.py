@@ -1,10 +1,16 @@
-"""Output helpers: results to stdout, diagnostics to stderr, colour only on a TTY (NO_COLOR honoured)."""
+"""Output helpers: results to stdout, diagnostics to stderr, colour only on a TTY (NO_COLOR honoured).
+
+Tables are rich tables on a terminal (cells wrap, never cut) and plain tab-separated lines when
+stdout is piped or redirected: a header line, then one line per row, full values (decision 1101).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Any
 
@@ -18,15 +24,29 @@ class Output(str, Enum):
     json = "json"
 
 
+def no_color() -> bool:
+    """https://no-color.org: set and not empty means no colour and no text styles (as rich reads it)."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
 def _color() -> bool:
-    return sys.stderr.isatty() and "NO_COLOR" not in os.environ
+    return sys.stderr.isatty() and not no_color()
+
+
+def error_line(message: str) -> str:
+    """One line, whatever the message holds (click's messages may carry newlines)."""
+    return " ".join(message.split())
 
 
 def print_error(err: OtactlError) -> None:
+    print_error_text(err.message, err.hint)
+
+
+def print_error_text(message: str, hint: str | None = None) -> None:
     prefix = "\x1b[31merror\x1b[0m" if _color() else "error"
-    print(f"otactl: {prefix}: {err.message}", file=sys.stderr)
-    if err.hint:
-        print(f"  hint: {err.hint}", file=sys.stderr)
+    print(f"otactl: {prefix}: {error_line(message)}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {error_line(hint)}", file=sys.stderr)
 
 
 def info(message: str) -> None:
@@ -39,18 +59,88 @@ def emit_json(kind: str, data: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def console() -> Any:
+def console(*, stderr: bool = False) -> Any:
+    """A rich console; with NO_COLOR it writes no escape sequence at all (``color_system=None``)."""
     from rich.console import Console
 
-    return Console(no_color="NO_COLOR" in os.environ or not sys.stdout.isatty(), highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    if no_color() or not stream.isatty():
+        return Console(stderr=stderr, color_system=None, highlight=False)
+    return Console(stderr=stderr, highlight=False)
+
+
+_tables_written: list[Any] = []  # the streams that already hold a table (one command: one stream)
+
+
+def _plain(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A rich table on a TTY; piped, the title goes to stderr and stdout gets header + rows, tab-separated."""
+    if not sys.stdout.isatty():
+        info(title)
+        out = sys.stdout
+        if any(s is out for s in _tables_written):
+            out.write("\n")  # tables of one command stay apart
+        out.write("\t".join(_plain(c) for c in columns) + "\n")
+        for r in rows:
+            out.write("\t".join(_plain(v) for v in r) + "\n")
+        out.flush()
+        _tables_written.append(out)
+        return
     from rich.table import Table
 
     t = Table(title=title, show_lines=False)
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")  # wrap a long key id or date, never cut it
     for r in rows:
         t.add_row(*[("" if v is None else str(v)) for v in r])
     console().print(t)
+
+
+def _may_prompt() -> bool:
+    """Could a key's passphrase prompt appear (a TTY on stdin, no passphrase in the environment)?"""
+    return sys.stdin.isatty() and not any(k.startswith("OTACTL_KEY_PASSPHRASE") and v for k, v in os.environ.items())
+
+
+@contextmanager
+def working(label: str, *, may_prompt: bool = False) -> Iterator[Callable[[str], None]]:
+    """A spinner with elapsed time on stderr while long work runs, on a TTY only (CI stays quiet).
+
+    Yields a function that relabels the spinner (no-op off a TTY). When the work may ask for a
+    passphrase (``may_prompt``) and could, each label is one plain line instead: a redrawn spinner
+    would overwrite the prompt."""
+    if not sys.stderr.isatty():
+        yield lambda _label: None
+        return
+    if may_prompt and _may_prompt():
+        info(f"{label} ...")
+        yield lambda text: info(f"{text} ...")
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                   console=console(stderr=True), transient=True)
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield lambda text: bar.update(task, description=text)
+
+
+def byte_progress() -> tuple[Any, Callable[[str, int, int], None] | None]:
+    """A rich progress bar per file on stderr, on a TTY only: ``(bar, update)`` or ``(None, None)``."""
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), console=console(stderr=True), transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(f"hashing {label}", total=total)
+        bar.update(tasks[label], completed=done)
+
+    return bar, update

@@ -7,29 +7,47 @@ from pathlib import Path
 import typer
 
 from otactl.cli.common import OutputOpt, WorkspaceOpt
-from otactl.cli.render import Output, emit_json, info, table
+from otactl.cli.render import Output, emit_json, info, table, working
 from otactl.errors import WaitingError
 
 app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("publish")
-def publish(workspace: Path = WorkspaceOpt) -> None:
-    """Complete an interrupted publication (idempotent: safe to run again)."""
+def publish(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Complete an interrupted publication (idempotent: safe to run again).
+
+    \b
+    Example:
+      otactl repo publish
+    """
     from otactl.app.context import Context
     from otactl.app.repo import publish_pending
 
-    written = publish_pending(Context.open(workspace))
+    ctx = Context.open(workspace)
+    with working("completing a pending publication"):
+        written = publish_pending(ctx)
+    if output is Output.json:
+        emit_json("repo-publish", {"written": written})
+        return
     print(f"completed a pending publication: {len(written)} files" if written else "repository is up to date")
 
 
 @app.command("verify")
 def verify(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Act as a TUF client against the store and check every target."""
+    """Act as a TUF client against the store and check every target.
+
+    \b
+    Example:
+      otactl repo verify
+      otactl repo verify -o json
+    """
     from otactl.app.context import Context
     from otactl.app.repo import verify as run
 
-    result = run(Context.open(workspace))
+    ctx = Context.open(workspace)
+    with working(f"verifying {ctx.store.url} as a TUF client"):
+        result = run(ctx)
     if output is Output.json:
         emit_json("repo-verify", result.__dict__)
         return
@@ -40,7 +58,12 @@ def verify(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
 @app.command("status")
 def status(workspace: Path = WorkspaceOpt, bins: bool = typer.Option(False, "--bins", help="One row per bin."),
            output: Output = OutputOpt) -> None:
-    """Roles, versions, signers and expiries."""
+    """Roles, versions, signers and expiries.
+
+    \b
+    Example:
+      otactl repo status --bins
+    """
     from otactl.app.context import Context
     from otactl.app.repo import status as run
 
@@ -60,7 +83,12 @@ def refresh(
     force: bool = typer.Option(False, "--force", help="Re-sign every online role now."),
     output: Output = OutputOpt,
 ) -> None:
-    """Re-sign online roles before they lapse; exit 4 when an offline role is close to expiry (cron/CI)."""
+    """Re-sign online roles before they lapse; exit 4 when an offline role is close to expiry (cron/CI).
+
+    \b
+    Example:
+      otactl repo refresh --warn-days 45
+    """
     from otactl.app.context import Context
     from otactl.app.repo import refresh as run
 
@@ -79,10 +107,15 @@ def refresh(
 @app.command("serve")
 def serve(
     workspace: Path = WorkspaceOpt,
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8080, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="TCP port to listen on."),
 ) -> None:
-    """Serve a directory store's metadata/ and targets/ as static files over HTTP."""
+    """Serve a directory store's metadata/ and targets/ as static files over HTTP (Ctrl-C stops it).
+
+    \b
+    Example:
+      otactl repo serve --port 8080
+    """
     from otactl.app.context import Context
     from otactl.repo.serve import serve_directory
 
@@ -99,10 +132,16 @@ def fetch(
     client_dir: Path = typer.Option(Path(".otactl/client"), "--client-dir", help="Client metadata cache."),
     out: Path = typer.Option(None, "--out", help="Write the target here (default: stdout)."),
 ) -> None:
-    """Download one target as a device would: python-tuf ngclient over HTTP, fully verified."""
+    """Download one target as a device would: python-tuf ngclient over HTTP, fully verified.
+
+    \b
+    Example:
+      otactl repo fetch devices/t9-0001.json --url http://127.0.0.1:8080
+    """
     from otactl.repo.client import fetch_target
 
-    data = fetch_target(root, url, client_dir, target)
+    with working(f"fetching {target}"):
+        data = fetch_target(root, url, client_dir, target)
     if out is None:
         import sys
 

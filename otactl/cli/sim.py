@@ -31,7 +31,12 @@ def run(
                                                 help="Agents run at once (default: the scenario's).")] = None,
     output: Output = OutputOpt,
 ) -> None:
-    """Run a scenario: full fidelity (real agents over HTTP) or the statistical fleet model."""
+    """Run a scenario: full fidelity (real agents over HTTP) or the statistical fleet model.
+
+    \b
+    Example:
+      otactl sim run examples/scenarios/t9-fleet-model.yaml --devices 100000
+    """
     from otactl.sim.run import run_scenario
 
     result = run_scenario(scenario, mode=mode, devices=devices, work_dir=work_dir, workspace=workspace,
@@ -84,6 +89,11 @@ def rollout_cmd(
 
     Exit 0 when every rollout completed, 3 when a gate rolled one back or paused it, 4 when one was
     still waiting after --max-rounds.
+
+    \b
+    Example:
+      otactl sim rollout examples/scenarios/t9-demo-rollouts.yaml --plan canary/demo.yaml \\
+        --baseline 2.0.0 --release 2.1.0 --release 2.2.0 --work-dir /tmp/sim --approve-with release-manager
     """
     from otactl.sim.controlled import ControlledSimulation, Hooks
     from otactl.sim.scenario import load_scenario

@@ -27,7 +27,12 @@ def serve(
         int, typer.Option("--workers", min=1, help="Worker processes sharing the socket and the database.")
     ] = 1,
 ) -> None:
-    """Run the ingest: POST /v1/reports, GET /metrics (for Prometheus), GET /healthz."""
+    """Run the ingest: POST /v1/reports, GET /metrics (for Prometheus), GET /healthz (Ctrl-C stops it).
+
+    \b
+    Example:
+      otactl telemetry serve --devices devices.yaml --db telemetry.db --port 8787
+    """
     from datetime import timedelta
 
     from otactl.telemetry.ingest import IngestLimits
@@ -55,7 +60,12 @@ def query(
     ] = "sqlite:telemetry.db",
     output: Output = OutputOpt,
 ) -> None:
-    """Health counts per stratum (model/variant/region) of the devices on a release."""
+    """Health counts per stratum (model/variant/region) of the devices on a release.
+
+    \b
+    Example:
+      otactl telemetry query t9-engine 2.1.0 --ring canary --since 2027-03-01T00:00:00Z
+    """
     from otactl.telemetry.counters import LATE_AGES
     from otactl.telemetry.query import parse_instant, query_cohort, report_to_json
     from otactl.telemetry.source import CohortQuery
