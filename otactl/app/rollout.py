@@ -48,7 +48,7 @@ from otactl.release.bundle import canonical
 from otactl.rollout import decide as core
 from otactl.rollout.gates import Observation, Phase, RingVerdict, evaluate_ring
 from otactl.rollout.plan import KeyId, Plan, load_plan
-from otactl.rollout.rings import DeviceId, DeviceInfo, PlanReport, plan_report
+from otactl.rollout.rings import DeviceId, DeviceInfo, PlanReport, plan_report, plan_warnings
 from otactl.telemetry.source import TelemetrySource, TelemetryUnavailable
 
 
@@ -63,6 +63,7 @@ class StepResult:
     reasons: list[str]
     policy_version: int
     verdict: dict[str, Any] | None
+    dry_run: bool = False  # a decision shown, nothing written
 
     @property
     def waiting(self) -> bool:
@@ -83,7 +84,12 @@ def fleet_devices(ctx: Context, model: str) -> list[DeviceInfo]:
 
 def plan(ctx: Context, model: str, version: str, plan_file: Path) -> PlanReport:
     parsed = load_plan(plan_file)
-    return plan_report(parsed, default_salt(model, version, parsed), fleet_devices(ctx, model))
+    return _plan_report(ctx, model, version, parsed)
+
+
+def _plan_report(ctx: Context, model: str, version: str, plan_: Plan) -> PlanReport:
+    report = plan_report(plan_, default_salt(model, version, plan_), fleet_devices(ctx, model))
+    return replace(report, warnings=tuple(plan_warnings(plan_, report, ctx.trust.keys)))
 
 
 def newest_older(ctx: Context, model: str, version: str) -> str:
@@ -201,7 +207,8 @@ def start(ctx: Context, model: str, version: str, plan_file: Path, *, baseline: 
     plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
     record = journal.commit(ctx, existing, record, actor, core.Action.START.value,
                             {"release": version, "baseline": baseline, "plan": plan_.name, "plan_sha256": plan_sha})
-    started = core.Decision(core.Action.START, 0, (f"started in ring {plan_.rings[0].name!r}",))
+    warnings = tuple(f"warning: {w}" for w in _plan_report(ctx, model, version, plan_).warnings)
+    started = core.Decision(core.Action.START, 0, (f"started in ring {plan_.rings[0].name!r}", *warnings))
     return _result(record, started)
 
 
@@ -280,18 +287,77 @@ def step(ctx: Context, model: str, source: TelemetrySource, *, key: str | None =
     return _result(new, decision)
 
 
-def status(ctx: Context, model: str) -> StepResult:
-    """Where the rollout stands (reads only). When a crashed command left the audit log ahead of
-    the state, or a policy unpublished, the reasons say so and how to finish it."""
-    record = rs.require(ctx.store, model)
+def find(ctx: Context, name: str) -> rs.RolloutRecord:
+    """The rollout ``name`` names: a model (its current rollout) or a rollout id (current or archived)."""
+    record = rs.load(ctx.store, name)
+    if record is not None:
+        return record
+    for key in ctx.store.list("rollouts-state/"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == f"{name}.json":
+            return rs.load_key(ctx.store, key)
+        if len(parts) == 2 and key.endswith(".json"):
+            current = rs.load(ctx.store, parts[1].removesuffix(".json"))
+            if current is not None and current.rollout_id == name:
+                return current
+    raise NotFoundError(f"{name!r}: no such model with a rollout, and no rollout with that id "
+                        "(`otactl rollout report MODEL` lists a model's rollouts)")
+
+
+def _now_reasons(record: rs.RolloutRecord) -> tuple[core.Action, list[str]]:
+    """What the rollout does now and why: the last change, then the last step's verdict and what it
+    waits for (soak, data, power, approvals)."""
     last = record.state.history[-1] if record.state.history else None
+    reasons = [f"last change: {last.action.value} at {last.time.isoformat()}: {last.reason}"] if last else []
     action = last.action if last else core.Action.START
-    reasons = [last.reason] if last else []
-    try:
-        journal.check(ctx, model)
-    except VerificationError as exc:
-        reasons.append(str(exc))
+    v = record.last_verdict
+    if record.terminal or record.state.status is core.Status.PAUSED or v is None:
+        if v is None and not record.terminal:
+            reasons.append("no step has evaluated this ring yet (run `otactl rollout step`)")
+        return (core.Action.PAUSE if record.state.status is core.Status.PAUSED else action), reasons
+    ring = record.plan.rings[record.state.ring_index]
+    if v.get("ring") != ring.name:
+        return action, [*reasons, f"ring {ring.name!r} has not been evaluated yet"]
+    phase = str(v.get("phase"))
+    reasons += [f"{phase}: {r}" for r in v.get("reasons", [])]
+    if phase == Phase.WAIT.value:
+        return core.Action.HOLD, reasons
+    if phase == Phase.PASS.value and ring.approvals is not None:
+        keys = ring.approvals.keys
+        have = sorted(a.key_id for a in record.state.approvals if a.ring == ring.name and a.key_id in keys)
+        if len(have) < ring.approvals.required:
+            reasons.append(f"waiting for {ring.approvals.required - len(have)} more approval(s) from "
+                           f"{', '.join(k for k in ring.approvals.keys if k not in have)} "
+                           f"(have: {', '.join(have) or 'none'})")
+            return core.Action.AWAIT_APPROVAL, reasons
+    return action, reasons
+
+
+def status(ctx: Context, name: str) -> StepResult:
+    """Where a rollout stands (reads only): ``name`` is a model or a rollout id. The reasons give the
+    last change, the current verdict and what it waits for; when a crashed command left the audit log
+    ahead of the state, or a policy unpublished, they say so and how to finish it."""
+    record = find(ctx, name)
+    action, reasons = _now_reasons(record)
+    current = rs.load(ctx.store, record.model)
+    if current is not None and current.rollout_id == record.rollout_id:
+        try:
+            journal.check(ctx, record.model)
+        except VerificationError as exc:
+            reasons.append(str(exc))
     return _result(record, core.Decision(action, record.state.ring_index, tuple(reasons)))
+
+
+def dry_run(ctx: Context, model: str, source: TelemetrySource) -> StepResult:
+    """What ``step`` would decide now, without writing anything (no recovery either)."""
+    record = rs.require(ctx.store, model)
+    if record.terminal or record.state.status is core.Status.PAUSED:
+        return _result(record, core.decide(record.plan, record.state, None, ctx.now))
+    verdict = evaluate_ring(record.plan, record.state.ring_index, _read_telemetry(record, source, ctx.now),
+                            record.state.carry)
+    decision = core.decide(record.plan, record.state, verdict, ctx.now)
+    shown = record.with_state(record.state, last_verdict=verdict_json(verdict))
+    return replace(_result(shown, decision), dry_run=True)
 
 
 def recover(ctx: Context, model: str) -> StepResult:
@@ -389,19 +455,24 @@ def exit_code_for(result: StepResult) -> int:
     return int(ExitCode.OK if error is None else error.exit_code)
 
 
-__all__ = ["Phase", "StepResult", "abort", "approve", "pause", "plan", "recover", "resume", "rollback", "start",
-           "status", "step", "watch"]
+__all__ = ["Phase", "StepResult", "abort", "approve", "dry_run", "find", "pause", "plan", "recover", "resume",
+           "rollback", "start", "status", "step", "watch"]
 
 
-def report(ctx: Context, model: str, fmt: str) -> str:
-    """Markdown or HTML report of the model's rollouts: archived ones and the current one."""
+def report(ctx: Context, name: str, fmt: str) -> str:
+    """Markdown or HTML report of a model's rollouts (archived ones and the current one), or of the
+    one rollout ``name`` is the id of."""
 
     from otactl.report import rollouts as rep
 
+    single = None if rs.load(ctx.store, name) is not None else find(ctx, name)
+    model = name if single is None else single.model
     records = {r.rollout_id: r for r in rs.archived(ctx.store, model)}  # each checked field by field
     current = rs.load(ctx.store, model)
     if current is not None:
         records[current.rollout_id] = current
+    if single is not None:
+        records = {single.rollout_id: records.get(single.rollout_id, single)}
     if not records:
         raise NotFoundError(f"model {model!r}: no rollouts to report")
     entries = audit.entries(ctx.store, model)

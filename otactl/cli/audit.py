@@ -47,17 +47,29 @@ def verify(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output
 
 
 @app.command("show")
-def show(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """The audit log's entries.
+def show(model: str = typer.Argument(..., metavar="MODEL|ROLLOUT_ID",
+                                     help="A model (its whole log) or a rollout id (that rollout's entries)."),
+         workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """The audit log's entries: who did what, when, signed by whom.
 
     \b
     Example:
       otactl audit show t9-engine -o json
+      otactl audit show t9-engine-2.1.0-3f9a1c
     """
     from otactl.app.context import Context
+    from otactl.app.rollout import find
+    from otactl.app.rollout_state import load
     from otactl.audit import log
 
-    items = log.entries(Context.open(workspace).store, model)
+    ctx = Context.open(workspace)
+    rollout_id = None
+    stream = model
+    if load(ctx.store, model) is None and not list(ctx.store.list(f"audit/{model}/")):
+        record = find(ctx, model)  # a rollout id, or a clear "no such model or rollout"
+        stream, rollout_id = record.model, record.rollout_id
+    items = [e for e in log.entries(ctx.store, stream)
+             if rollout_id is None or e.details.get("rollout_id") == rollout_id]
     if output is Output.json:
         emit_json("audit", {"entries": [e.__dict__ for e in items]})
         return

@@ -45,7 +45,8 @@ def _show(result: Any, output: Output) -> None:
             data.pop("verdict", None)
         emit_json("rollout-step", data)
         return
-    print(f"{result.rollout_id}: {result.action} -> {result.status} at ring {result.ring!r} "
+    prefix = "dry run, nothing written: would " if getattr(result, "dry_run", False) else ""
+    print(f"{result.rollout_id}: {prefix}{result.action} -> {result.status} at ring {result.ring!r} "
           f"(policy v{result.policy_version})")
     for reason in result.reasons:
         print(f"  - {reason}")
@@ -101,6 +102,8 @@ def plan(model: str = ModelArg, version: str = VersionArg,
             ", ".join(r.strata_missing) or "-"] for r in report.rings])
     print(f"devices exposed before the first gate can decide: {report.exposed_before_first_gate}; "
           f"unassigned: {report.unassigned}")
+    for warning in report.warnings:
+        info(f"warning: {warning}")
     if powered is not None:
         table(f"power before PASS (baseline {powered.baseline}, last 72 h of telemetry)",
               ["ring", "gate", "events needed", "hours to collect", "feasible", "what to change"],
@@ -129,18 +132,24 @@ def start(model: str = ModelArg, version: str = VersionArg,
 
 @app.command("step")
 def step(model: str = ModelArg, telemetry: str = TelemetryOpt, key: str = KeyOpt, workspace: Path = WorkspaceOpt,
-         output: Output = OutputOpt) -> None:
+         output: Output = OutputOpt,
+         dry_run: bool = typer.Option(False, "--dry-run", help="Evaluate the gates and show the decision; write "
+                                      "nothing (exit 0 unless the source cannot be read).")) -> None:
     """One idempotent controller step. Exit 0 advanced/complete, 3 rolled back/paused, 4 waiting,
     1 the telemetry source cannot be read (nothing recorded).
 
     \b
     Example:
       otactl rollout step t9-engine --telemetry prometheus:http://prometheus:9090
+      otactl rollout step t9-engine --dry-run
     """
     from otactl.app import rollout
     from otactl.app.context import Context
 
     with _source(telemetry, workspace) as source:
+        if dry_run:
+            _show(rollout.dry_run(Context.open(workspace), model, source), output)
+            return
         result = rollout.step(Context.open(workspace), model, source, key=key)
     _show(result, output)
     _exit(result)
@@ -179,12 +188,15 @@ def watch(model: str = ModelArg, telemetry: str = TelemetryOpt,
 
 
 @app.command("status")
-def status(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Where the rollout stands and why.
+def status(model: str = typer.Argument(..., metavar="MODEL|ROLLOUT_ID",
+                                       help="A model (its current rollout) or a rollout id (current or past)."),
+           workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Where the rollout stands and why: the last change, the current verdict, what it waits for.
 
     \b
     Example:
       otactl rollout status t9-engine -o json
+      otactl rollout status t9-engine-2.1.0-3f9a1c
     """
     from otactl.app import rollout
     from otactl.app.context import Context
@@ -247,7 +259,8 @@ def approve(model: str = ModelArg, key: str = typer.Option(..., "--key", help="R
 
 
 @app.command("report")
-def report(model: str = ModelArg,
+def report(model: str = typer.Argument(..., metavar="MODEL|ROLLOUT_ID",
+                                       help="A model (all its rollouts) or one rollout's id."),
            fmt: str = typer.Option("md", "--output", "-o", "--format",
                                    help="md (Markdown) or html (a self-contained page); --format is an alias."),
            out: Path = typer.Option(None, "--out", help="Write here (default: stdout)."),

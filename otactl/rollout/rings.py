@@ -81,6 +81,7 @@ class PlanReport:
     rings: tuple[RingReport, ...]
     unassigned: int
     exposed_before_first_gate: int  # devices on the release before any gate can fail it
+    warnings: tuple[str, ...] = ()  # plan_warnings: what can never work on this fleet
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,7 @@ class PlanReport:
                        "strata_present": r.strata_present,
                        "strata_missing": list(r.strata_missing),
                        "per_stratum": dict(r.per_stratum)} for r in self.rings],
+            "warnings": list(self.warnings),
         }
 
 
@@ -124,3 +126,24 @@ def plan_report(plan: Plan, salt: str, devices: Sequence[DeviceInfo]) -> PlanRep
     exposed = reports[first_gated].cumulative if reports else 0
     return PlanReport(plan.name, salt, len(devices), len(fleet_strata), tuple(reports),
                       unassigned, exposed)
+
+
+def plan_warnings(plan: Plan, report: PlanReport, known_keys: Iterable[str]) -> list[str]:
+    """What in a plan can never work on this fleet: an empty ring, a ring that can never have its
+    minimum of reporting devices, approvals from keys the trust configuration does not hold."""
+    known = set(known_keys)
+    out = []
+    for ring, r in zip(plan.rings, report.rings, strict=True):
+        if r.devices == 0:
+            out.append(f"ring {ring.name!r} holds no device of this fleet")
+        if r.cumulative < ring.min_reporting_devices:
+            out.append(f"ring {ring.name!r} holds {r.cumulative} devices but needs {ring.min_reporting_devices} "
+                       "reporting: it can never pass")
+        if ring.approvals is not None:
+            unknown = [k for k in ring.approvals.keys if k not in known]
+            if unknown:
+                usable = len(ring.approvals.keys) - len(unknown)
+                never = " so it can never be approved" if usable < ring.approvals.required else ""
+                out.append(f"ring {ring.name!r}: approval keys {', '.join(unknown)} are not in the trust "
+                           f"configuration ({usable} of the {ring.approvals.required} needed remain){never}")
+    return out

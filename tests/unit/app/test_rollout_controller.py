@@ -15,7 +15,14 @@ from otactl.app import release, rollout
 from otactl.app import rollout_state as rs
 from otactl.app.context import Context
 from otactl.audit import log as audit
-from otactl.errors import ConflictError, ExitCode, TelemetrySourceError, UsageError, VerificationError
+from otactl.errors import (
+    ConflictError,
+    ExitCode,
+    NotFoundError,
+    TelemetrySourceError,
+    UsageError,
+    VerificationError,
+)
 from otactl.release.manifest import load_manifest
 from otactl.telemetry.counters import DISPERSION_LOOKBACK_H
 from otactl.telemetry.source import CohortQuery, MemorySource, TelemetrySource, TelemetryUnavailable
@@ -254,3 +261,47 @@ def test_start_refuses_a_release_the_signed_withdrawals_list_names(ws: Path) -> 
     with pytest.raises(UsageError, match=re.escape("release t9-engine/2.1.0 is withdrawn by the release managers")):
         rollout.start(ctx_at(ws), MODEL, "2.1.0", plan)
     assert snapshot(ws) == before
+
+
+# ------------------------------------------------------- status, dry run, rollouts by id, plan warnings
+def test_status_says_what_the_rollout_waits_for_and_accepts_a_rollout_id(ws: Path) -> None:
+    started = rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws, approvals=True))
+    fresh = rollout.status(ctx_at(ws), MODEL)
+    assert any("no step has evaluated this ring yet" in r for r in fresh.reasons)
+    rollout.step(ctx_at(ws, 1), MODEL, MemorySource())  # no data: a hold, its reasons kept
+    held = rollout.status(ctx_at(ws, 1), MODEL)
+    assert held.action == "hold" and any(r.startswith("wait: ") for r in held.reasons)
+    rollout.step(ctx_at(ws, 24), MODEL, telemetry(0.002))
+    waiting = rollout.status(ctx_at(ws, 24), started.rollout_id)  # by id
+    assert waiting.action == "await_approval" and waiting.rollout_id == started.rollout_id
+    assert waiting.reasons[-1] == "waiting for 1 more approval(s) from release-manager (have: none)"
+    rollout.abort(ctx_at(ws, 25), MODEL, "wrong plan", key=OPERATOR)
+    second = rollout.start(ctx_at(ws, 26), MODEL, "2.1.0", plan_file(ws))
+    past = rollout.status(ctx_at(ws, 26), started.rollout_id)  # an archived rollout, by id
+    assert (past.status, past.action, past.rollout_id) == ("aborted", "abort", started.rollout_id)
+    assert rollout.status(ctx_at(ws, 26), MODEL).rollout_id == second.rollout_id
+    with pytest.raises(NotFoundError, match="no rollout with that id"):
+        rollout.status(ctx_at(ws), "t9-engine-9.9.9-000000")
+    only = rollout.report(ctx_at(ws, 26), started.rollout_id, "md")
+    assert started.rollout_id in only and second.rollout_id not in only
+    both = rollout.report(ctx_at(ws, 26), MODEL, "md")
+    assert started.rollout_id in both and second.rollout_id in both
+
+
+def test_dry_run_shows_the_decision_and_writes_nothing(ws: Path) -> None:
+    rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
+    before = snapshot(ws)
+    would = rollout.dry_run(ctx_at(ws, 24), MODEL, telemetry(0.02))
+    assert (would.action, would.status, would.dry_run) == ("rollback", "running", True)
+    assert would.verdict is not None and would.verdict["phase"] == "fail"
+    assert snapshot(ws) == before
+    assert rollout.step(ctx_at(ws, 24), MODEL, telemetry(0.02)).action == "rollback"  # what it said
+
+
+def test_plan_and_start_warn_about_rings_that_can_never_pass(ws: Path) -> None:
+    path = ws / "canary" / "never.yaml"
+    path.write_text(plan_file(ws).read_text().replace("min_reporting_devices: 10", "min_reporting_devices: 500"))
+    report = rollout.plan(ctx_at(ws), MODEL, "2.1.0", path)
+    assert any("ring 'canary' holds" in w and "needs 500 reporting: it can never pass" in w for w in report.warnings)
+    started = rollout.start(ctx_at(ws), MODEL, "2.1.0", path)
+    assert any(r.startswith("warning: ring 'canary' holds") for r in started.reasons)

@@ -99,3 +99,32 @@ def test_plan_report_counts_rings_strata_and_first_gate_exposure() -> None:
     # no ring has gates here: the whole fleet is exposed before a gate can decide
     assert report.exposed_before_first_gate == 2001
     assert report.to_json() == plan_report(plan, "s", list(reversed(devices))).to_json()
+
+
+def test_plan_warnings_name_what_can_never_work() -> None:
+    from otactl.rollout.plan import Approvals, KeyId
+    from otactl.rollout.rings import plan_warnings
+
+    rings = (
+        RingSpec(RingName("lab"), Selector(tags=("lab",)), 0.0, 1, ()),  # no device has the tag
+        RingSpec(RingName("canary"), Selector(percent=10.0), 0.0, 500, ()),  # 500 of ~10 devices
+        RingSpec(RingName("early"), Selector(percent=50.0), 0.0, 1, (),
+                 Approvals(2, (KeyId("rm-alice"), KeyId("rm-ghost")))),  # one key unknown: never 2
+        RingSpec(RingName("all"), Selector(percent=100.0), 0.0, 1, (),
+                 Approvals(1, (KeyId("rm-alice"), KeyId("rm-ghost")))),  # unknown, but 1 is enough
+    )
+    plan = Plan("p", rings)
+    devices = [_device(i) for i in range(100)]
+    report = plan_report(plan, "salt", devices)
+    warnings = plan_warnings(plan, report, ["rm-alice", "online"])
+    assert warnings[0] == "ring 'lab' holds no device of this fleet"
+    assert "ring 'lab' holds 0 devices but needs 1 reporting: it can never pass" in warnings
+    assert any(w.startswith("ring 'canary' holds ") and "needs 500 reporting: it can never pass" in w
+               for w in warnings)
+    assert ("ring 'early': approval keys rm-ghost are not in the trust configuration (1 of the 2 needed "
+            "remain) so it can never be approved") in warnings
+    assert ("ring 'all': approval keys rm-ghost are not in the trust configuration (1 of the 1 needed "
+            "remain)") in warnings
+    assert len(warnings) == 5
+    fine = Plan("ok", (RingSpec(RingName("all"), Selector(percent=100.0), 0.0, 1, ()),))
+    assert plan_warnings(fine, plan_report(fine, "salt", devices), []) == []
