@@ -52,6 +52,8 @@ for v in 2.1.0 2.2.0; do
   otactl release approve "$v" --key release-manager >/dev/null
   otactl release publish "$v"
 done
+echo "   (rollout plan on the workspace's own 12 example devices: it warns that the demo plan's rings are made"
+echo "    for a larger fleet, as they are; the simulated fleet below has 160)"
 otactl rollout plan t9-engine 2.1.0 --plan "$HERE/canary/demo.yaml"
 
 step "A simulated fleet of 160 engines (real TUF clients on 127.0.0.1, signed reports into SQLite) under the rollout controller:"
