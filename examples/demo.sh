@@ -71,5 +71,9 @@ otactl audit verify t9-engine
 otactl rollout status t9-engine
 otactl rollout report t9-engine --format md --out "$DEMO/rollout-report.md"
 otactl rollout report t9-engine --format html --out "$DEMO/rollout-report.html"
+
+step "The fleet report: what each device runs against its target (the 12 example devices never reported)"
+otactl report fleet --telemetry "sqlite:$DEMO/sim/telemetry.db" -o markdown --out "$DEMO/fleet-report.md"
+otactl report fleet --telemetry "sqlite:$DEMO/sim/telemetry.db" -o html --out "$DEMO/fleet-report.html"
 echo
-echo "demo finished: workspace in $DEMO; reports in $DEMO/rollout-report.md and .html"
+echo "demo finished: workspace in $DEMO; reports in $DEMO/rollout-report.md and .html, $DEMO/fleet-report.md and .html"

@@ -20,6 +20,8 @@ GROUPS: list[tuple[str, str | None, str, str]] = [
     ("audit", "audit", "Verify and show the signed, hash-chained audit log.", "otactl audit verify t9-engine"),
     ("telemetry", "telemetry", "Run the ingest endpoint and query health telemetry.",
      "otactl telemetry query t9-engine 2.1.0"),
+    ("report", "report", "Reports on the fleet: what runs where, compliance, disagreements.",
+     "otactl report fleet -o html --out fleet.html"),
     ("agent", "agent", "Run the device agent.", "otactl agent status --device-dir dev/t9-0001"),
     ("sim", "sim", "Simulate a fleet from a scenario file.", "otactl sim run examples/scenarios/t9-update.yaml"),
 ]

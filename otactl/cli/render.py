@@ -53,10 +53,15 @@ def info(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def json_text(kind: str, data: Any) -> str:
+    """The versioned, stable JSON document ``otactl/<kind>/1``, as text."""
+    doc = {"schema": f"otactl/{kind}/{JSON_SCHEMA_VERSION}", **data}
+    return json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def emit_json(kind: str, data: Any) -> None:
     """Versioned, stable JSON on stdout."""
-    doc = {"schema": f"otactl/{kind}/{JSON_SCHEMA_VERSION}", **data}
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(json_text(kind, data))
 
 
 def console(*, stderr: bool = False) -> Any:
