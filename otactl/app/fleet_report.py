@@ -24,14 +24,10 @@ PROMETHEUS_GAP = ("Prometheus holds cohort totals, not each device's reports: gi
 
 def _policy(ctx: Context, repo: Repository, model: str) -> RolloutPolicy | None:
     """The model's signed rollout policy as devices read it, or None."""
-    path = layout.rollout_path(model)
-    found = repo.find_target(path)
-    if found is None:
-        return None
-    _, tf = found
-    data = ctx.store.get(layout.target_key(path, tf.hashes["sha256"]))
-    tf.verify_length_and_hashes(data)
-    return RolloutPolicy.from_bytes(data, path)
+    from otactl.app.policy import policy_bytes
+
+    data = policy_bytes(ctx, repo, model)
+    return None if data is None else RolloutPolicy.from_bytes(data, layout.rollout_path(model))
 
 
 def _telemetry(spec: str, workspace: Path) -> tuple[dict[str, core.LastReports] | None, core.Source]:

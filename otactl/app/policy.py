@@ -13,9 +13,8 @@ from otactl.repo.repository import Repository
 POLICY_SCHEMA = "otactl/rollout-policy/1"
 
 
-def current_policy(ctx: Context, repo: Repository, model: str) -> dict[str, Any] | None:
-    import json
-
+def policy_bytes(ctx: Context, repo: Repository, model: str) -> bytes | None:
+    """The model's published rollout policy, checked against its signed length and hashes (None: none)."""
     path = layout.rollout_path(model)
     found = repo.find_target(path)
     if found is None:
@@ -23,6 +22,15 @@ def current_policy(ctx: Context, repo: Repository, model: str) -> dict[str, Any]
     _, tf = found
     data = ctx.store.get(layout.target_key(path, tf.hashes["sha256"]))
     tf.verify_length_and_hashes(data)
+    return data
+
+
+def current_policy(ctx: Context, repo: Repository, model: str) -> dict[str, Any] | None:
+    import json
+
+    data = policy_bytes(ctx, repo, model)
+    if data is None:
+        return None
     doc: dict[str, Any] = json.loads(data)
     return doc
 
