@@ -106,8 +106,29 @@ def commit(ctx: Context, before: rs.RolloutRecord | None, after: rs.RolloutRecor
         raise ConflictError(f"rollout {after.rollout_id}: another operator or controller changed it first ({why}); "
                             "nothing was recorded", hint="run `otactl rollout status` and retry") from None
     stored = _write_state(ctx, after, data, None if before is None else before.etag, before is not None)
-    _finish(ctx, stored)
+    _finish_committed(ctx, stored)
     return stored
+
+
+def _finish_committed(ctx: Context, record: rs.RolloutRecord) -> None:
+    """Steps 4-5 after the commit. The change is recorded whatever happens here: a publication by another
+    command at the same moment (which may be finishing this very policy) is waited for and its journal
+    replayed; if the repository stays busy, the next command finishes it, and the command still succeeds."""
+    import sys
+    import time
+
+    from otactl.repo.repository import JOURNAL_KEY, replay_journal
+
+    for attempt in range(RETRIES):
+        try:
+            if ctx.store.exists(JOURNAL_KEY):
+                replay_journal(ctx.store)
+            _finish(ctx, record)
+            return
+        except StoreError:  # ConflictError, or "an unfinished publication is pending"
+            time.sleep(0.05 * (attempt + 1))
+    print(f"otactl: warning: rollout {record.rollout_id} revision {record.revision} is recorded; its policy or "
+          f"archive is left to the next command (run `otactl rollout recover {record.model}`)", file=sys.stderr)
 
 
 def recover(ctx: Context, model: str) -> rs.RolloutRecord | None:
