@@ -234,9 +234,9 @@ def summarise(results: list[dict]) -> dict:
         n = len(rs)
         k = sum(r["outcome"] == "rollback" for r in rs)
         caught = [r for r in rs if r["outcome"] == "rollback"]
-        # exposure: devices that installed before the rollback; a release never rolled back
-        # reaches every online device
-        exp = np.array([r["exposed"] if r["outcome"] == "rollback" else r["fleet"] for r in rs])
+        # exposure: devices that installed before the rollback, or by the horizon for a release
+        # still held there; a release that reached the 100% ring reaches every online device
+        exp = np.array([r["fleet"] if r["outcome"] == "full" else r["exposed"] for r in rs])
         rings = np.bincount([r["ring"] for r in caught], minlength=5).tolist()
         full = [r["hours"] for r in rs if r["outcome"] == "full"]
         row = {"trials": n, "rollbacks": k, "rate": k / n,
@@ -423,7 +423,9 @@ NOTES = [
     "",
     "- Both policies see the same fleets, releases and random seeds; each trial stops when the "
     "100% ring is entered (a bad release not rolled back by then counts as missed, and its "
-    "exposure as every online device). Exposure = devices that installed the release.",
+    "exposure as every online device) or at the horizon of 21 days (\"held at horizon\": a "
+    "release still held in a ring; missed too, its exposure the devices that installed it). "
+    "Exposure = devices that installed the release.",
     "- \"in target ring\": caught in lab or canary for the fleet-wide and one-variant crash "
     "regressions, before the 50% ring for the others.",
     "- Counting: every powered-on device sends an hourly health report that goes through "

@@ -14,9 +14,12 @@ metric counts in :mod:`otactl.rollout.metrics`.
   test evenly over the levels and within a level evenly over its groups.
 - **PASS needs power**: the whole ring's e-value against "ratio >= harm" (the plan's declared
   harmful effect) must reach ``1/(1 - harm_confidence)``; until then the gate holds and says what
-  it still needs.
-- **Overdispersion**: events are divided by a dispersion factor from the baseline's closed 24-hour
-  periods, scaled to the hours each device contributes in the window.
+  it still needs. A scope whose FAIL e-value has reached that same level leans towards a
+  regression: the gate holds until it fails or falls back (docs/decisions/0109).
+- **Overdispersion**: events are divided by a dispersion factor ``1 + v m h`` (quasi-likelihood):
+  the fleet's relative frailty variance ``v`` from the closed 24-hour periods of the baseline's
+  lookback and of the ring itself, the stratum's crashes per hour ``m``, the hours ``h`` each
+  device contributes in the window (docs/decisions/0109).
 """
 
 from __future__ import annotations
@@ -163,21 +166,33 @@ def _member(scopes: list[_Scope], n: int) -> np.ndarray:
     return m
 
 
-def _period_phi(keys: list[StratumKey], source: Mapping[StratumKey, CohortCounts] | None
-                ) -> np.ndarray:
-    """Per stratum: variance-to-mean of crashes per closed 24-hour period (pooled fallback)."""
+PRIOR_HOURS = 30 * 24.0  # a stratum's rate for dispersion leans on the pooled rate this much
+
+
+def _period_phi(keys: list[StratumKey], source: Mapping[StratumKey, CohortCounts] | None,
+                ring: Mapping[StratumKey, CohortCounts] | None = None) -> np.ndarray:
+    """Per stratum: variance-to-mean of crashes per closed 24-hour period, ``1 + v m``.
+
+    ``v``, the relative frailty variance, is one figure for the fleet (a device's frailty is not
+    a stratum's), pooled over every stratum of the baseline's lookback and the ring's own closed
+    periods: the devices whose frailty moves the ring's counts are in the estimate, even once
+    their baseline history has left the lookback. ``m``, the stratum's crashes per period, is
+    its baseline rate shrunk towards the pooled rate (``PRIOR_HOURS``), so a small stratum that
+    happened to have no crashes does not read as Poisson (docs/decisions/0109).
+    """
     src = source or {}
-    per = [src.get(k, CohortCounts()) for k in keys]
+    groups = [*src.values(), *(ring or {}).values()]
     f = np.array
-    phi = stats.period_dispersion(f([c.periods for c in per], dtype=np.float64),
-                                  f([c.period_crashes for c in per], dtype=np.float64),
-                                  f([c.period_crash_sq for c in per], dtype=np.float64))
+    v = stats.common_overdispersion(f([c.periods for c in groups], dtype=np.float64),
+                                    f([c.period_crashes for c in groups], dtype=np.float64),
+                                    f([c.period_crash_sq for c in groups], dtype=np.float64))
     pooled = sum(src.values(), CohortCounts())
-    fallback = stats.period_dispersion(f([pooled.periods], dtype=np.float64),
-                                       f([pooled.period_crashes], dtype=np.float64),
-                                       f([pooled.period_crash_sq], dtype=np.float64))[0]
-    few = f([c.periods for c in per]) < 30
-    return np.where(few, fallback, phi)
+    rate_pool = pooled.crashes / pooled.device_hours if pooled.device_hours > 0 else 0.0
+    per = [src.get(k, CohortCounts()) for k in keys]
+    rate = f([(c.crashes + PRIOR_HOURS * rate_pool) / (c.device_hours + PRIOR_HOURS)
+              for c in per], dtype=np.float64)
+    out: np.ndarray = 1.0 + v * rate * HOURS
+    return out
 
 
 def _window_phi(phi_period: np.ndarray, hours_each: np.ndarray) -> np.ndarray:
@@ -235,7 +250,7 @@ def evaluate_gate(gate: GateSpec, ring: Mapping[StratumKey, CohortCounts],
     late_scope = f"late>={late_age}h" if late_age is not None and m.late else None
     scopes = _scopes(keys, every, dims, gate.stratified, late_scope)
     normal = [sc for sc in scopes if sc.name != late_scope]
-    phi_period = _period_phi(keys, dispersion if dispersion is not None else control)
+    phi_period = _period_phi(keys, dispersion if dispersion is not None else control, ring)
     r_list = [ring[k] for k in keys]
     c_list = [control.get(k, CohortCounts()) for k in keys]
     data = _inputs(m, r_list, c_list, phi_period, window_h)
@@ -257,7 +272,7 @@ def evaluate_gate(gate: GateSpec, ring: Mapping[StratumKey, CohortCounts],
         key = f"{gate.metric.value}|limit|{gate.limit:g}"
         evidence += _limit(gate, m, normal, data, alpha, c, key)
         evidence.append(_power_limit(gate, m, data, power_threshold, c))
-    return _combine(gate, evidence)
+    return _combine(gate, evidence, power_threshold)
 
 
 def _comparison(d: _Inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -408,7 +423,13 @@ def carry_out(verdict: RingVerdict, previous: Mapping[str, float] | None = None
     return out
 
 
-def _combine(gate: GateSpec, evidence: list[Evidence]) -> GateVerdict:
+def _combine(gate: GateSpec, evidence: list[Evidence], lean: float) -> GateVerdict:
+    """FAIL, then missing data, then a scope that leans towards a regression (its FAIL e-value at
+    or above ``lean``, the power test's threshold: evidence for harm as strong as a PASS needs
+    against it), then power, then PASS. Holding on a lean costs a good release a few hours (its
+    e-value falls); it keeps a regression that is still gathering evidence in the ring. One-shot
+    metrics (installs) never hold on a lean: their ring's evidence stops growing, so the hold
+    would last for ever; the next, larger ring settles it."""
     tests = [e for e in evidence if not e.test.startswith("power")]
     failed = [e for e in tests if e.phase is Phase.FAIL]
     if failed:
@@ -422,6 +443,13 @@ def _combine(gate: GateSpec, evidence: list[Evidence]) -> GateVerdict:
         phase = Phase.FAIL if gate.missing is Missing.FAIL else Phase.WAIT
         return GateVerdict(gate.metric, phase, f"{gate.metric.value}: no data to compare for "
                            f"{where} (missing: {gate.missing.value})", tuple(evidence))
+    leaning = [] if metric_def(gate.metric).once else [e for e in tests if e.e_value >= lean]
+    if leaning:
+        e = max(leaning, key=lambda e: math.log(e.e_value) / math.log(e.threshold))
+        return GateVerdict(gate.metric, Phase.WAIT, f"{gate.metric.value}: leans towards a "
+                           f"regression in {e.scope} ({e.test}: ratio {_fmt(e.ratio)}, e-value "
+                           f"{e.e_value:.3g}, fails at {e.threshold:.3g}); holding until it "
+                           f"falls below {lean:.3g} or fails", tuple(evidence))
     weak = [e for e in evidence if e.test.startswith("power") and e.phase is not Phase.PASS]
     if weak:
         e = weak[0]

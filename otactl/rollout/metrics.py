@@ -34,6 +34,8 @@ class MetricDef:
     dispersed: bool  # corrected for overdispersion (closed 24-hour period moments)
     late: bool  # also tested on late hours alone when a ring declares a late soak
     unit: str  # the exposure's unit, for messages
+    once: bool = False  # one event per device (installs): a ring's evidence stops growing once
+    # its devices have installed, so a gate never holds on a lean that no new data can settle
 
     def counts(self, c: CohortCounts) -> tuple[float, float]:
         return float(getattr(c, self.events)), float(getattr(c, self.exposure))
@@ -42,7 +44,7 @@ class MetricDef:
 METRICS: dict[Metric, MetricDef] = {
     Metric.INSTALL_FAILURE_RATE: MetricDef(
         Metric.INSTALL_FAILURE_RATE, "install_failures", "installs", Family.SHARE,
-        Control.INSTALL_RECORD, dispersed=False, late=False, unit="installs"),
+        Control.INSTALL_RECORD, dispersed=False, late=False, unit="installs", once=True),
     Metric.CRASH_RATE: MetricDef(
         Metric.CRASH_RATE, "crashes", "device_hours", Family.RATE, Control.CONCURRENT,
         dispersed=True, late=True, unit="device-hours"),

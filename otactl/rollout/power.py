@@ -4,7 +4,9 @@ A gate passes only when its evidence rules out ``harm_ratio`` (docs/decisions/01
 ring's devices per stratum and the baseline's recent behaviour per stratum (events per device-hour,
 device-hours per device per wall hour, dispersion), this says how many events the power test needs
 (at a true ratio of 1, normal approximation: ``2 phi (ln(1/(1 - confidence)) + 1) / ln(harm)^2``),
-how long the ring takes to collect them, and whether that fits a horizon. It also warns about rings
+how long the ring takes to collect them, and whether that fits a horizon. For overdispersed counts
+the dispersion grows with the hours each device has run (0109), so a ring's evidence tends to
+``devices / frailty variance``: a ring of too few devices is told so, whatever its soak. It also warns about rings
 that can never reach their ``min_reporting_devices``.
 """
 
@@ -14,6 +16,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from otactl.rollout import stats
 from otactl.rollout.metrics import Control, metric_def
@@ -81,18 +85,78 @@ def ring_power(plan: Plan, cumulative: Sequence[Mapping[str, int]],
                                      f"the ring's installs give ~{rate:.1f} failures at most; "
                                      "a wider ring, a limit-only gate or a higher harm_ratio"))
                 continue
+            if m.dispersed:
+                out.append(_dispersed_power(ring.name, m.metric.value, harm, plan.harm_confidence,
+                                            cumulative[i], baseline))
+                continue
             per_hour = sum(n * baseline[s].hours_per_device_hour
                            * baseline[s].events_per_hour.get(m.metric.value, 0.0)
                            for s, n in cumulative[i].items() if s in baseline)
             hours = need / per_hour if per_hour > 0 else None
             feasible = hours is not None and hours <= HORIZON_H
-            advice = "" if feasible else (
-                "no events expected: the ring is empty or the baseline never has them"
-                if hours is None else
-                f"needs ~{hours / 24:.0f} days: fewer or wider rings, a longer soak, or a higher "
-                "harm_ratio")
-            out.append(GatePower(ring.name, m.metric.value, need, hours, feasible, advice))
+            out.append(GatePower(ring.name, m.metric.value, need, hours, feasible,
+                                 "" if feasible else _advice(hours)))
     return out
+
+
+def _advice(hours: float | None) -> str:
+    if hours is None:
+        return "no events expected: the ring is empty or the baseline never has them"
+    return (f"needs ~{hours / 24:.0f} days: fewer or wider rings, a longer soak, or a higher "
+            "harm_ratio")
+
+
+def frailty(baseline: Mapping[str, Baseline], devices: Mapping[str, int]) -> float:
+    """The fleet's relative frailty variance ``v`` (``phi_24 = 1 + v m``, m crashes per closed
+    24-hour period), pooled over the ring's strata (docs/decisions/0109)."""
+    known = [(n, baseline[s]) for s, n in devices.items() if s in baseline]
+    excess = sum(n * (b.phi - 1) for n, b in known)
+    scale = sum(n * 24 * b.events_per_hour.get(CRASHES, 0.0) for n, b in known)
+    return max(excess / scale, 0.0) if scale > 0 else 0.0
+
+
+CRASHES = "crash_rate"  # the counts whose closed periods give the dispersion
+
+
+def _dispersed_power(ring: str, metric: str, harm: float, confidence: float,
+                     devices: Mapping[str, int], baseline: Mapping[str, Baseline]) -> GatePower:
+    """A control gate on an overdispersed count. Its evidence is the ring's events divided by
+    ``1 + v m h`` (``h`` hours per device so far), which grows with the soak: ``n m h / (1 + v m
+    h)`` tends to ``n / v`` per stratum, so a ring of too few devices can never rule out the harm,
+    however long it soaks. The wall hours until it can, or why never."""
+    need = needed_events(harm, confidence)  # quasi-events (events / dispersion)
+    v = frailty(baseline, devices)
+    known = [(n, baseline[s]) for s, n in devices.items() if s in baseline]
+
+    def quasi(t: float) -> float:
+        total = 0.0
+        for n, b in known:
+            h = b.hours_per_device_hour * t
+            rate, crash = b.events_per_hour.get(metric, 0.0), b.events_per_hour.get(CRASHES, 0.0)
+            total += n * rate * h / (1 + v * crash * h)
+        return total
+
+    if quasi(1.0) <= 0:
+        return GatePower(ring, metric, need, None, False, _advice(None))
+    if quasi(HORIZON_H) < need:
+        ceiling = quasi(1e9)
+        if ceiling < need:
+            more = sum(n for n, _ in known) * need / max(ceiling, 1e-9)
+            return GatePower(ring, metric, need, None, False,
+                             f"its {sum(n for n, _ in known)} devices can never rule out "
+                             f"{harm:g}x: the spread between devices (frailty variance {v:.2g}) "
+                             f"caps the evidence at ~{ceiling:.0f} of {need:.0f} events whatever "
+                             f"the soak; a ring of ~{more:,.0f} devices, or a higher harm_ratio")
+        lo, hi = float(HORIZON_H), 2.0 * HORIZON_H
+        while quasi(hi) < need:
+            hi *= 2
+    else:
+        lo, hi = 0.0, float(HORIZON_H)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if quasi(mid) < need else (lo, mid)
+    feasible = hi <= HORIZON_H
+    return GatePower(ring, metric, need, hi, feasible, "" if feasible else _advice(hi))
 
 
 def _limit_power(plan: Plan, ring: str, metric: str, limit: float, harm: float, once: bool,
@@ -113,13 +177,27 @@ def _limit_power(plan: Plan, ring: str, metric: str, limit: float, harm: float, 
     need = phi * (math.log(1 / (1 - plan.harm_confidence)) + 1) / max(kl, 1e-12)
     if once:
         feasible = total >= need
-        return GatePower(ring, metric, need, 0.0 if feasible else None, feasible,
-                         "" if feasible else f"needs ~{need:.0f} installs, the ring has {total}")
+        advice = "" if feasible else f"needs ~{need:.0f} installs, the ring has {total}"
+        if feasible and not _passes_with_one_failure(total, limit, level / limit,
+                                                     plan.harm_confidence):
+            advice = (f"one failed install of its {total} could never rule out {level:.2g} and "
+                      "would hold the ring for good: more devices or a looser limit")
+        return GatePower(ring, metric, need, 0.0 if feasible else None, feasible, advice)
     per_hour = sum(n * b.hours_per_device_hour for n, b in known)
     hours = need / per_hour if per_hour > 0 else None
     feasible = hours is not None and hours <= HORIZON_H
     return GatePower(ring, metric, need, hours, feasible, "" if feasible else
                      "a wider ring or a longer soak")
+
+
+def _passes_with_one_failure(installs: int, limit: float, harm: float, confidence: float
+                             ) -> bool:
+    """Would the power e-value of a limit-only share gate reach its threshold with one failure
+    among ``installs`` one-shot installs (the gates' own test, stats.log_e_single)?"""
+    theta, logw = stats.pass_grid(harm)
+    log_e = stats.log_e_single(np.array([1.0]), np.array([float(installs)]), "share", limit,
+                               theta, logw, math.log(harm))[0]
+    return bool(log_e >= math.log(1 / (1 - confidence)))
 
 
 def min_device_warnings(plan: Plan, cumulative: Sequence[Mapping[str, int]]) -> list[str]:

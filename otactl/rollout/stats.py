@@ -9,6 +9,8 @@ Each test returns ``log E``; rejecting when ``E >= 1/alpha`` keeps the false-ala
   needs).
 - :func:`log_e_single`: one sample against an absolute level (Poisson rate or binomial share).
 - :func:`period_dispersion`: overdispersion from closed 24-hour periods (variance-to-mean).
+- :func:`common_overdispersion`: the fleet's relative frailty variance ``v`` (``Var = m + v m^2``),
+  pooled over groups with their own means (method of moments).
 - Intervals for reading: :func:`stratified_ratio` (likelihood interval of the common ratio),
   :func:`poisson_interval`, :func:`proportion_interval` (exact, one look).
 """
@@ -139,3 +141,21 @@ def period_dispersion(periods: Array, crashes: Array, crash_sq: Array, minimum: 
     with np.errstate(divide="ignore", invalid="ignore"):
         phi = np.where((periods >= minimum) & (mean > 0), var / np.where(mean > 0, mean, 1), 1.0)
     return np.asarray(np.maximum(phi, 1.0), dtype=np.float64)
+
+
+def common_overdispersion(periods: Array, crashes: Array, crash_sq: Array) -> float:
+    """The relative overdispersion ``v`` common to every group (``Var(c) = m + v m^2`` per closed
+    24-hour period, each group with its own mean ``m``): a moment estimator pooled over groups,
+    as for a negative binomial's common dispersion. Groups with fewer than 2 periods add nothing;
+    nothing to estimate from gives 0 (Poisson)."""
+    n = np.asarray(periods, dtype=np.float64)
+    ok = n >= 2
+    n, c, q = n[ok], np.asarray(crashes, dtype=np.float64)[ok], np.asarray(crash_sq,
+                                                                         dtype=np.float64)[ok]
+    if n.size == 0:
+        return 0.0
+    m = c / n
+    s2 = (q - n * m * m) / (n - 1)
+    excess = float((n * (s2 - m)).sum())  # sum of n (s^2 - m): estimates v sum n m^2
+    scale = float((n * m * m - s2).sum())  # sum of n m^2, less the mean's own sampling variance
+    return max(excess / scale, 0.0) if scale > 0 else 0.0

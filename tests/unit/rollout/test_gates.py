@@ -142,6 +142,69 @@ def test_overdispersion_from_closed_periods_widens_the_evidence() -> None:
     assert e_wide.e_value < e_plain.e_value
 
 
+def _frail_ring(devices: int, hours_each: float, rate: float, frailty: float) -> CohortCounts:
+    """A ring stratum of ``devices`` devices, one of which crashes ``frailty`` times as often
+    as the others; its closed periods carry their expected moments (E[c^2] = m + m^2 each)."""
+    per_device = int(hours_each // 24)
+    m, mf = 24 * rate, 24 * rate * frailty
+    crashes = round(hours_each * rate * (devices - 1 + frailty))
+    return CohortCounts(reports=devices, crashes=crashes, device_hours=devices * hours_each,
+                        crash_hours=crashes, periods=per_device * devices,
+                        period_crashes=round(per_device * ((devices - 1) * m + mf)),
+                        period_crash_sq=round(per_device * ((devices - 1) * (m + m * m)
+                                                            + mf + mf * mf)),
+                        devices=devices)
+
+
+def test_a_frail_device_in_a_small_ring_stratum_does_not_fail_a_good_release() -> None:
+    """30 canary devices in a stratum, one of them crashing 61x as often (a ratio of 3 to the
+    control from that device alone); its baseline history has left the lookback, which looks
+    Poisson. The ring's own closed periods show the clustering and the gate does not fail."""
+    ring = {k: cohort(30, 200, 0.01, periods=240) for k in STRATA}
+    ring[STRATA[0]] = _frail_ring(30, 200, 0.01, 61)
+    v = evaluate_gate(CRASH, ring, fleet(300, 0.01), alpha=0.002, dims=DIMS, window_h=300)
+    assert v.phase is not Phase.FAIL, v.reason
+    e = next(e for e in v.evidence if e.scope == str(STRATA[0]) and e.test == "control")
+    assert e.ratio is not None and e.ratio > 2.5  # the frail device's doing, not the release's
+    assert e.dispersion > 5
+
+
+def test_a_stratum_without_baseline_crashes_still_gets_the_fleets_dispersion() -> None:
+    """A small stratum that had no crashes in the lookback does not read as Poisson: its rate
+    for the dispersion leans on the pooled rate."""
+    base = {k: CohortCounts(**{**c.__dict__, "period_crash_sq": c.period_crash_sq * 5})
+            for k, c in fleet(300, 0.01).items()}
+    base[STRATA[0]] = cohort(60, 24, 0.0, periods=60)
+    ring = {k: cohort(30, 100, 0.01) for k in STRATA}
+    v = evaluate_gate(CRASH, ring, fleet(300, 0.01), alpha=0.002, dims=DIMS, dispersion=base,
+                      window_h=120)
+    phi = {e.scope: e.dispersion for e in v.evidence if e.test == "control"}
+    assert phi[str(STRATA[0])] > 1.5
+    assert phi[str(STRATA[0])] > 0.2 * phi[str(STRATA[1])]  # shrunk towards, not equal
+
+
+LEAN_CASES = [
+    # name, hp-400/eu ring rate (control 0.01), phase, words of the reason
+    ("clear-passes", 0.016, Phase.PASS, "harm ruled out"),
+    ("leaning-holds", 0.018, Phase.WAIT, "leans towards a regression in t9/hp-400/eu"),
+    ("clear-regression-fails", 0.02, Phase.FAIL, "regressed in t9/hp-400/eu"),
+]
+
+
+@pytest.mark.parametrize(("name", "rate", "phase", "words"), LEAN_CASES,
+                         ids=[c[0] for c in LEAN_CASES])
+def test_a_scope_leaning_towards_a_regression_holds_the_ring(name: str, rate: float,
+                                                             phase: Phase, words: str) -> None:
+    """The whole ring has ruled out 2x, but one stratum's FAIL e-value sits between the power
+    threshold (20) and its own threshold: the gate holds instead of passing."""
+    v = evaluate_gate(CRASH, fleet(300, 0.01, **{"hp-400/eu": rate}), fleet(10_000, 0.01),
+                      alpha=0.002, dims=DIMS)
+    assert v.phase is phase, v.reason
+    assert words in v.reason
+    power = next(e for e in v.evidence if e.test == "power-control")
+    assert power.phase is Phase.PASS  # the hold is not for lack of power
+
+
 @pytest.mark.parametrize(("missing", "phase"), [(Missing.WAIT, Phase.WAIT),
                                                 (Missing.FAIL, Phase.FAIL)])
 def test_missing_control_follows_the_gate_declaration(missing: Missing, phase: Phase) -> None:
@@ -166,6 +229,21 @@ def test_install_failures_against_the_baseline_install_record_and_a_limit() -> N
     v = evaluate_gate(gate, bad, history, alpha=0.01, dims=DIMS)
     assert v.phase is Phase.FAIL
     assert {e.test for e in v.evidence} == {"control", "limit", "power-control", "power-limit"}
+
+
+def test_a_one_shot_metric_never_holds_on_a_lean() -> None:
+    """Installs happen once per device: a ring whose installs are spent gets no new evidence, so
+    a lean (e-value between 20 and its threshold) would hold it for ever. Install gates pass on
+    power and leave the lean to the next, larger ring; crash gates hold on the same lean."""
+    gate = GateSpec(Metric.INSTALL_FAILURE_RATE, Missing.WAIT, max_ratio=1.3, harm_ratio=3)
+    history = {k: CohortCounts(reports=10_000, installs=10_000, install_failures=200)
+               for k in STRATA}
+    ring = {k: CohortCounts(reports=500, installs=500, install_failures=10) for k in STRATA}
+    ring[STRATA[2]] = CohortCounts(reports=500, installs=500, install_failures=26)
+    v = evaluate_gate(gate, ring, history, alpha=0.002, dims=DIMS)
+    lean = [e for e in v.evidence if e.test == "control" and 20 <= e.e_value < e.threshold]
+    assert lean, [(e.scope, e.e_value) for e in v.evidence]
+    assert v.phase is Phase.PASS, v.reason
 
 
 PLAN = parse_plan("""
@@ -293,3 +371,18 @@ def test_period_dispersion_is_one_for_poisson_and_above_for_clustered() -> None:
     assert phi[0] == pytest.approx(1.0, abs=0.01)
     assert phi[1] > 5
     assert phi[2] == 1.0  # too few periods to say
+
+
+def test_common_overdispersion_pools_strata_with_their_own_means() -> None:
+    """Poisson strata with very different means: v ~ 0, where the variance-to-mean of the pooled
+    periods reads the spread of the means as overdispersion. Gamma-Poisson strata with v = 2
+    (E[c^2] = m + (1 + v) m^2): v ~ 2 whatever each stratum's mean."""
+    n = np.array([2000.0, 2000.0, 2000.0])
+    m = np.array([0.05, 0.5, 3.0])
+    assert stats.common_overdispersion(n, n * m, n * (m + m * m)) == pytest.approx(0.0, abs=0.01)
+    pooled = stats.period_dispersion(np.array([n.sum()]), np.array([(n * m).sum()]),
+                                     np.array([(n * (m + m * m)).sum()]))
+    assert pooled[0] > 2
+    v = stats.common_overdispersion(n, n * m, n * (m + 3 * m * m))
+    assert v == pytest.approx(2.0, rel=0.01)
+    assert stats.common_overdispersion(np.array([1.0]), np.array([5.0]), np.array([25.0])) == 0
