@@ -51,7 +51,8 @@ def base_of(record: rs.RolloutRecord | None) -> audit.Revision | None:
     return audit.Revision(record.rollout_id, record.revision)
 
 
-def _published_version(ctx: Context, model: str) -> int:
+def published_version(ctx: Context, model: str) -> int:
+    """The version of the model's published rollout policy (0: none)."""
     doc = current_policy(ctx, ctx.repository(), model)
     return 0 if doc is None else int(doc.get("policy_version", 0))
 
@@ -74,7 +75,7 @@ def _write_state(ctx: Context, record: rs.RolloutRecord, data: bytes, expected: 
 
 def _finish(ctx: Context, record: rs.RolloutRecord) -> None:
     """Steps 4 and 5: the policy the record names, and the archive copy of an ended rollout."""
-    if record.policy is not None and record.policy_version > _published_version(ctx, record.model):
+    if record.policy is not None and record.policy_version > published_version(ctx, record.model):
         publish_policy(ctx, record.policy)
     if record.terminal:
         key = rs.archive_key(record.model, record.rollout_id)
@@ -191,7 +192,7 @@ def check(ctx: Context, model: str) -> Agreement:
     record = rs.load(ctx.store, model)
     head = audit.head(ctx.store, model)
     at = None if head is None else audit.transition_of(head)
-    published = _published_version(ctx, model)
+    published = published_version(ctx, model)
     if record is None:
         if at is not None:
             raise VerificationError(f"rollout {at[0].rollout_id}: the audit log records revision {at[0].revision} "

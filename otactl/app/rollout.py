@@ -157,17 +157,12 @@ def _next_policy(ctx: Context, record: rs.RolloutRecord) -> rs.RolloutRecord:
     return replace(record, policy=doc, policy_version=int(doc["policy_version"]))
 
 
-def _published_version(ctx: Context, model: str) -> int:
-    doc = current_policy(ctx, ctx.repository(), model)
-    return 0 if doc is None else int(doc.get("policy_version", 0))
-
-
 def _recovered(ctx: Context, model: str) -> rs.RolloutRecord | None:
     """The model's record after finishing whatever a crashed command left (journal.recover); a
     record from before revisions whose policy was not published gets it published here."""
     record = journal.recover(ctx, model)
     if record is not None and record.policy is None and not record.terminal \
-            and record.policy_version > _published_version(ctx, model):
+            and record.policy_version > journal.published_version(ctx, model):
         doc = _next_policy(ctx, record).policy or {}
         publish_policy(ctx, {k: v for k, v in doc.items() if k != "policy_version"})
     return record
