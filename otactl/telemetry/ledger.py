@@ -15,6 +15,9 @@ the same increments per cohort. The tables:
   region); a device's first report in a cohort counts it in ``devices``;
 - ``counters``: running totals per cohort and counter name (``event:<event>`` for events), never
   per device;
+- ``rollups``: the same increments summed per cohort and per minute and per hour of ``received_at``
+  (schema 3), so that a window's sums read whole buckets and only the reports of its two partial
+  minutes: a query's cost does not grow with the reports stored (docs/decisions/0206-telemetry-rollups.md);
 - ``device_seq`` and ``refusals``: replay protection and refusal counts (see store.py).
 
 A :class:`Ledger` accounts for the reports of one write transaction in order (a device's reports
@@ -33,7 +36,8 @@ from typing import NamedTuple
 from otactl.telemetry import counters
 from otactl.telemetry.report import Event, Kind
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: rollups; 2: per-report increments (0205); 1: cumulative distinct devices
+ROLLUP_LEVELS = (60, 3600)  # bucket widths in seconds: minutes for a window's edges, hours between
 NO_RING = ""  # stored (and exported as a label) for a device in no ring
 IN_CHUNK = 500  # host parameters per IN (...) lookup
 _MIGRATE_CHUNK = 5000  # schema-1 reports replayed per step
@@ -58,6 +62,36 @@ _FIELDS = (
     " uptime_s, crashes, errors, payload, signature"
 )
 _COLUMNS = ", ".join(column(n) for n in COUNTER_NAMES)
+EVENT_NAMES = tuple(e.value for e in Event)
+
+
+def event_column(event: str) -> str:
+    """The ``rollups`` column counting event reports of ``event``; unknown events are an error."""
+    return f"e_{Event(event).value}"
+
+
+_ROLLUP_SUMS = [column(n) for n in COUNTER_NAMES] + [event_column(e) for e in EVENT_NAMES]
+ROLLUP_SCHEMA = f"""CREATE TABLE rollups (
+    model TEXT NOT NULL, release TEXT NOT NULL, level INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    ring TEXT NOT NULL, variant TEXT NOT NULL, region TEXT NOT NULL,
+    {", ".join(f"{c} INTEGER NOT NULL" for c in _ROLLUP_SUMS)},
+    PRIMARY KEY (model, release, level, bucket, ring, variant, region)
+) WITHOUT ROWID"""
+
+
+def _rollup_insert(level: int, where: str) -> str:
+    """Adds the ``reports`` rows that ``where`` selects to their ``level``-second buckets.
+
+    Built from constants only: the counter columns, the Event enum's values, an integer width.
+    """
+    width = int(level)
+    sums = ", ".join([f"sum({column(n)})" for n in COUNTER_NAMES] + [f"sum(event IS '{e}')" for e in EVENT_NAMES])
+    update = ", ".join(f"{c} = {c} + excluded.{c}" for c in _ROLLUP_SUMS)
+    into = f"rollups (model, release, level, bucket, ring, variant, region, {', '.join(_ROLLUP_SUMS)})"
+    bucket = f"CAST(received_at / {width} AS INTEGER) * {width}"
+    select = f"SELECT model, release, {width}, {bucket}, ring, variant, region, {sums} FROM reports"  # noqa: S608
+    return f"INSERT INTO {into} {select} WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6, 7 ON CONFLICT DO UPDATE SET {update}"
+
 
 SCHEMA = (
     f"""CREATE TABLE reports (
@@ -193,16 +227,29 @@ class Ledger:
             health = cohort in self._health  # its health counters exist from its first health report, zeros too
             totals += [(*cohort, name, n) for name, n in zip(COUNTER_NAMES, sums, strict=True)
                        if n or (health and name != "devices")]  # fmt: skip
+        first = self.conn.execute("SELECT coalesce(max(id), 0) FROM reports").fetchone()[0]
         self.conn.executemany(_INSERT, self._rows)
+        if self._rows:
+            for level in ROLLUP_LEVELS:  # ids only grow: the rows just inserted are those after `first`
+                self.conn.execute(_rollup_insert(level, "id > ?"), (first,))
         self.conn.executemany(_STATE, [(*key, *self._states[key]) for key in sorted(self._changed)])
         self.conn.executemany(_COUNT, totals)
         self._rows, self._changed, self._sums, self._events, self._health = [], set(), {}, {}, set()
 
 
 def create(conn: sqlite3.Connection) -> None:
-    """Schema 2 in an empty database, inside the caller's transaction."""
+    """The current schema in an empty database, inside the caller's transaction."""
     for statement in SCHEMA:
         conn.execute(statement)
+    conn.execute(ROLLUP_SCHEMA)
+
+
+def migrate_from_2(conn: sqlite3.Connection) -> None:
+    """Schema 2 to 3 inside the caller's transaction: the rollups of every stored report."""
+    conn.execute("DROP TABLE IF EXISTS rollups")
+    conn.execute(ROLLUP_SCHEMA)
+    for level in ROLLUP_LEVELS:
+        conn.execute(_rollup_insert(level, "true"))
 
 
 def migrate_from_1(conn: sqlite3.Connection) -> int:

@@ -31,7 +31,7 @@ from otactl.errors import StoreError
 from otactl.telemetry import counters, ledger
 from otactl.telemetry.checks import Refused, Verified
 from otactl.telemetry.ledger import COHORT, IN_CHUNK, NO_RING, SCHEMA_VERSION, Incoming, Ledger
-from otactl.telemetry.report import Event, Refusal
+from otactl.telemetry.report import Refusal
 from otactl.telemetry.source import (
     CohortCounts,
     CohortQuery,
@@ -90,7 +90,7 @@ class ReportStore:
         self._read_lock = threading.Lock()
 
     def _open(self) -> None:
-        """Schema 2 in a new database; migrate a schema-1 one; refuse any other."""
+        """The current schema in a new database; migrate a schema-1 or -2 one; refuse any other."""
         try:
             version = self._version(self._write)
             if version > SCHEMA_VERSION:
@@ -112,6 +112,8 @@ class ReportStore:
                     raise StoreError(
                         f"telemetry database {self.path}: cannot migrate it from schema 1 to {SCHEMA_VERSION}: {exc}"
                     ) from exc
+            elif version == 2:
+                ledger.migrate_from_2(conn)  # docs/decisions/0206-telemetry-rollups.md
             elif version != SCHEMA_VERSION:
                 raise StoreError(
                     f"telemetry database {self.path} has schema {version}; this otactl reads up to {SCHEMA_VERSION}"
@@ -243,44 +245,108 @@ class ReportStore:
 
 _WINDOW = [c.name for c in counters.COUNTERS if c.kind is counters.Kind.WINDOW]
 _CUMULATIVE = [c.name for c in counters.COUNTERS if c.kind is counters.Kind.CUMULATIVE]
-_EVENTS = [counters.EVENT_PREFIX + e.value for e in Event]
-_SUMS = ", ".join(
-    [f"sum(CASE WHEN received_at > :since THEN {ledger.column(n)} ELSE 0 END)" for n in _WINDOW]
-    + [f"sum(CASE WHEN received_at > :since AND event = '{e.value}' THEN 1 ELSE 0 END)" for e in Event]
-    + [f"sum({ledger.column(n)})" for n in _CUMULATIVE]
-)  # fmt: skip
+_EVENTS = [counters.EVENT_PREFIX + e for e in ledger.EVENT_NAMES]
+_MINUTE, _HOUR = ledger.ROLLUP_LEVELS
+# a window's sums, from reports (the partial minutes at its edges) and from rollups (whole buckets)
+_RAW_WINDOW = [f"sum({ledger.column(n)})" for n in _WINDOW] + [f"sum(event IS '{e}')" for e in ledger.EVENT_NAMES]
+_RAW_CUMULATIVE = [f"sum({ledger.column(n)})" for n in _CUMULATIVE]
+_ROLLED_WINDOW = [f"sum({ledger.column(n)})" for n in _WINDOW] + [f"sum({ledger.event_column(e)})"
+                                                                  for e in ledger.EVENT_NAMES]
+_ROLLED_CUMULATIVE = [f"sum({ledger.column(n)})" for n in _CUMULATIVE]
+
+
+def _floor(t: float, width: int) -> float:
+    return t if math.isinf(t) else math.floor(t / width) * width
+
+
+def _after(t: float, width: int) -> float:
+    """The first bucket boundary strictly after ``t``: buckets from it hold only reports after ``t``."""
+    return t if math.isinf(t) else (math.floor(t / width) + 1) * width
+
+
+def window_pieces(since: float, until: float) -> list[tuple[str, float, float]]:
+    """How the window ``(since, until]`` of ``received_at`` is read: a list of ``(piece, lo, hi)``.
+
+    ``("hours"|"minutes", lo, hi)``: the rollup buckets of that width starting in ``[lo, hi)``, each
+    wholly inside the window; ``("raw_lower", lo, hi)``: the reports with ``lo < received_at < hi``;
+    ``("raw_upper", lo, hi)``: ``lo <= received_at <= hi``; ``("raw_open", lo, hi)``: ``(lo, hi]``. The pieces do
+    not overlap and together hold every report of the window exactly once; at most two minutes of
+    reports are read one by one, whatever the window's length.
+    """
+    if not since < until:
+        return []
+    m_lo, m_hi = _after(since, _MINUTE), _floor(until, _MINUTE)
+    if not m_lo < m_hi:  # no whole minute inside: every report is read
+        return [("raw_open", since, until)]
+    pieces: list[tuple[str, float, float]] = []
+    if not math.isinf(since):
+        pieces.append(("raw_lower", since, m_lo))
+    h_lo, h_hi = _after(since, _HOUR), _floor(until, _HOUR)
+    if h_lo < h_hi:
+        pieces += [("minutes", m_lo, h_lo), ("hours", h_lo, h_hi), ("minutes", h_hi, m_hi)]
+    else:
+        pieces.append(("minutes", m_lo, m_hi))
+    if not math.isinf(until):
+        pieces.append(("raw_upper", m_hi, until))
+    return [p for p in pieces if p[1] < p[2] or p[0] == "raw_upper"]
+
+
+_RAW_BOUNDS = {
+    "raw_lower": "received_at > :lo AND received_at < :hi",
+    "raw_upper": "received_at >= :lo AND received_at <= :hi",
+    "raw_open": "received_at > :lo AND received_at <= :hi",
+}
+
+
+def _window_sums(conn: sqlite3.Connection, cohort: str, params: dict[str, object], since: float, until: float,
+                 raw_sums: list[str], rolled_sums: list[str]) -> dict[tuple[str, str], list[float]]:
+    """Per (variant, region), the sums over the reports accepted in ``(since, until]``."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for piece, lo, hi in window_pieces(since, until):
+        bounds = {**params, "lo": lo, "hi": hi}
+        if piece in _RAW_BOUNDS:
+            sql = (f"SELECT variant, region, {', '.join(raw_sums)} FROM reports"  # noqa: S608 (constants)
+                   f" WHERE {cohort} AND {_RAW_BOUNDS[piece]} GROUP BY variant, region")
+        else:
+            bounds["level"] = _HOUR if piece == "hours" else _MINUTE
+            sql = (f"SELECT variant, region, {', '.join(rolled_sums)} FROM rollups"  # noqa: S608 (constants)
+                   f" WHERE {cohort} AND level = :level AND bucket >= :lo AND bucket < :hi"
+                   " GROUP BY variant, region")
+        for variant, region, *sums in conn.execute(sql, bounds):
+            acc = out.get((variant, region))
+            out[(variant, region)] = [s or 0 for s in sums] if acc is None else \
+                [a + (s or 0) for a, s in zip(acc, sums, strict=True)]
+    return out
 
 
 def cohort_counts(conn: sqlite3.Connection, query: CohortQuery) -> dict[StratumKey, CohortCounts]:
     """Counts per stratum; see the module docstring for what the window (since, until] bounds.
 
-    One pass over the cohort's reports up to ``until``: window counters sum the reports after
-    ``since``, cumulative ones all of them.
+    Window counters sum the reports after ``since``, cumulative ones all of them up to ``until``;
+    both read whole minute and hour buckets from ``rollups`` and only the reports of the window's
+    partial minutes from ``reports`` (:func:`window_pieces`), so the cost does not grow with the
+    reports stored.
     """
     if query.rings is not None and not query.rings:
         return {}
-    params: dict[str, object] = {
-        "model": query.model, "release": query.release,
-        "since": -math.inf if query.since is None else query.since.timestamp(),
-        "until": math.inf if query.until is None else query.until.timestamp(),
-    }  # fmt: skip
-    where = "model = :model AND release = :release AND received_at <= :until"
+    since = -math.inf if query.since is None else query.since.timestamp()
+    until = math.inf if query.until is None else query.until.timestamp()
+    params: dict[str, object] = {"model": query.model, "release": query.release}
+    cohort = "model = :model AND release = :release"
     if query.rings is not None:
         rings = {f"ring{i}": ring for i, ring in enumerate(sorted(query.rings))}
-        where += f" AND ring IN ({', '.join(':' + k for k in rings)})"
+        cohort += f" AND ring IN ({', '.join(':' + k for k in rings)})"
         params.update(rings)
-    rows = conn.execute(
-        f"SELECT variant, region, {_SUMS} FROM reports WHERE {where} GROUP BY variant, region",  # noqa: S608
-        params,
-    ).fetchall()
+    window = _window_sums(conn, cohort, params, since, until, _RAW_WINDOW, _ROLLED_WINDOW)
+    cumulative = _window_sums(conn, cohort, params, -math.inf, until, _RAW_CUMULATIVE, _ROLLED_CUMULATIVE)
     out: dict[StratumKey, CohortCounts] = {}
-    for variant, region, *sums in rows:
+    for (variant, region), sums in window.items():
         key = StratumKey(query.model, variant, region)
         if query.strata is not None and key not in query.strata:
             continue
-        window = dict(zip([*_WINDOW, *_EVENTS], sums[: len(_WINDOW) + len(_EVENTS)], strict=True))
-        cumulative = dict(zip(_CUMULATIVE, sums[len(_WINDOW) + len(_EVENTS) :], strict=True))
-        counts = counters.counts_from_totals(window, cumulative)
+        counts = counters.counts_from_totals(
+            dict(zip([*_WINDOW, *_EVENTS], sums, strict=True)),
+            dict(zip(_CUMULATIVE, cumulative.get((variant, region), [0] * len(_CUMULATIVE)), strict=True)))
         if counts.reports:  # present when it has a report in the window
             out[key] = counts
     return out
@@ -314,8 +380,8 @@ class SqliteSource(TelemetrySource):
 
 
 def _schema_problem(path: Path, version: int) -> str:
-    if version == 1:
-        return (f"telemetry database {path} has schema 1; this otactl reads schema {SCHEMA_VERSION}: start "
+    if version in (1, 2):
+        return (f"telemetry database {path} has schema {version}; this otactl reads schema {SCHEMA_VERSION}: start "
                 "`otactl telemetry serve` on it once to migrate it")  # fmt: skip
     if version == 0:
         return f"telemetry database {path} is not an otactl telemetry database (schema 0)"

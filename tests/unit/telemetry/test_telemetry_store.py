@@ -262,7 +262,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match=re.escape(f"telemetry database {tmp_path / 't.db'} has schema 99")):
         ReportStore(tmp_path / "t.db")
-    with pytest.raises(TelemetryUnavailable, match="has schema 99; this otactl reads schema 2"):
+    with pytest.raises(TelemetryUnavailable, match="has schema 99; this otactl reads schema 3"):
         SqliteSource(tmp_path / "t.db").cohort_counts(CohortQuery("m", "1"))
 
 
@@ -309,7 +309,7 @@ def test_schema_1_is_migrated_by_replaying_its_reports(tmp_path: Path) -> None:
     assert migrated.report_count() == sum(map(len, batches.values()))
     migrated.close()
     fresh.close()
-    again = ReportStore(old)  # schema 2 now: opened as is
+    again = ReportStore(old)  # schema 3 now: opened as is
     assert again.report_count() == sum(map(len, batches.values()))
     again.close()
     assert SqliteSource(old).cohort_counts(CohortQuery("t9-engine", "2.1.0"))
@@ -321,7 +321,7 @@ def test_a_failed_migration_leaves_schema_1_untouched(tmp_path: Path) -> None:
     conn.execute("UPDATE reports SET kind = 'event', event = 'bogus' WHERE id = 5")  # not a report otactl stores
     conn.commit()
     conn.close()
-    message = f"telemetry database {old}: cannot migrate it from schema 1 to 2: report 5 of table reports"
+    message = f"telemetry database {old}: cannot migrate it from schema 1 to 3: report 5 of table reports"
     with pytest.raises(StoreError, match=re.escape(message)):
         ReportStore(old)
     conn = sqlite3.connect(old)
