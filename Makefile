@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo test lint bench clean system-deps screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff check otactl tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The report screenshots in docs/screenshots/: the demo's story rendered by headless Chromium, checked by
+# the test that takes them (tests/integration/report/test_html_screenshots.py).
+screenshots: $(STAMP) system-deps
+	OTACTL_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/integration/report/test_html_screenshots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format otactl tests benchmarks

@@ -280,7 +280,7 @@ def otactl_target(ctx: Context, path: str) -> TargetFile:
 
 
 # ----------------------------------------------------------------------------------- one fleet size
-def bench(n: int, work: Path, set_reps: int, compare: bool) -> dict[str, Any]:
+def bench(n: int, work: Path, set_reps: int, compare: bool, import_only: bool = False) -> dict[str, Any]:
     bits = recommended_bin_bits(n)
     out: dict[str, Any] = {"devices": n, "bin_bits": bits, "bins": 2**bits}
     base = work / f"fleet-{n}"
@@ -288,7 +288,7 @@ def bench(n: int, work: Path, set_reps: int, compare: bool) -> dict[str, Any]:
     base.mkdir(parents=True)
     ws = base / "ws"
     log(f"{n} devices: init with {2**bits} bins, release 2.0.0, rollout policy")
-    otactl(base, "init", str(ws), "--bin-bits", str(bits))
+    otactl(base, "init", str(ws), "--bin-bits", str(bits), "--shared-passphrase")
     otactl(ws, "release", "build", str(MANIFEST))
     otactl(ws, "release", "approve", "2.0.0", "--key", "release-manager")
     otactl(ws, "release", "publish", "2.0.0")
@@ -304,6 +304,8 @@ def bench(n: int, work: Path, set_reps: int, compare: bool) -> dict[str, Any]:
     seconds, peak = otactl(ws, "fleet", "import", str(inventory))
     out["import_s"], out["import_peak_rss_mib"] = seconds, peak / 1024
     log(f"{n} devices: imported in {seconds:.1f} s (peak RSS {peak / 1024:.0f} MiB)")
+    if import_only:
+        return out
 
     store_dir = ws / "repository"
     me = ids[len(ids) // 2]
@@ -438,20 +440,27 @@ def main() -> None:
     ap.add_argument("--set-reps", type=int, default=5, help="`fleet set` runs per size (median reported)")
     ap.add_argument("--no-compare", action="store_true", help="skip the one-file comparison repository")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    ap.add_argument("--import-only", action="store_true",
+                    help="time `fleet import` only (init, release, import; no polls, sets or comparison)")
     args = ap.parse_args()
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="otactl-fleet-bench-", dir=args.work) as tmp:
         results = []
         for n in args.devices:
             start = time.perf_counter()
-            results.append(bench(n, Path(tmp) / str(n), args.set_reps, not args.no_compare))
+            results.append(bench(n, Path(tmp) / str(n), args.set_reps, not args.no_compare, args.import_only))
             results[-1]["bench_s"] = time.perf_counter() - start
             shutil.rmtree(Path(tmp) / str(n), ignore_errors=True)  # millions of small files: not timed
     doc = {"started": started.isoformat(), "seconds": sum(r["bench_s"] for r in results),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                        "load_average_at_end": os.getloadavg()},
            "results": results}
-    print(report(results))
+    if args.import_only:
+        for r in results:
+            print(f"{r['devices']} devices, {r['bins']} bins: fleet import {r['import_s']:.1f} s, "
+                  f"peak RSS {r['import_peak_rss_mib']:.0f} MiB")
+    else:
+        print(report(results))
     print(f"\nrun took {doc['seconds']:.0f} s (without deleting the work files); load average at the end: "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:

@@ -3,8 +3,8 @@
 Builds SQLite telemetry databases with the production ingest accounting (``ReportStore`` schema,
 ``Ledger``: the same rows, increments and rollups the ingest writes; signatures are not checked
 here, they are not part of a query's cost), one per size: DEVICES devices reporting hourly on the
-baseline for as many hours as the size needs, then a 10% ring on the new release for the last 48
-hours. Then it times the controller's reads for one step (``otactl.app.observe.observe``, the
+baseline for as many hours as the size needs (each device at its own minute of the hour, as a fleet
+polling on its own clocks does), then a 10% ring on the new release for the last 48 hours. Then it times the controller's reads for one step (``otactl.app.observe.observe``, the
 function ``rollout step`` calls, four cohort queries) on each database, side by side with the same
 four queries done the schema-2 way (one pass over every stored report of the cohort), and prints a
 Markdown table.
@@ -54,7 +54,7 @@ def build(path: Path, devices: int, reports: int) -> tuple[datetime, int]:
             variant, region = STRATA[d % len(STRATA)]
             seq[d] += 1
             crashes = 1 if (d * 7 + h) % 97 == 0 else 0
-            rows.append(Incoming(f"dev-{d:07d}", seq[d], int(at.timestamp()), at.timestamp() + d % 3600 / 1000,
+            rows.append(Incoming(f"dev-{d:07d}", seq[d], int(at.timestamp()), at.timestamp() + (d * 7919) % 3600,
                                  MODEL, NEW if on_new else BASE, "canary" if d % 10 == 0 else "all", variant,
                                  region, "health", None, None, 3600, crashes, 0, "{}", "-"))
             stored += 1

@@ -11,7 +11,9 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 rm -rf "$DEMO"
 step "otactl init: keys, trust configuration, TUF repository (root, targets, snapshot, timestamp, releases, rollouts, devices bins)"
-otactl init "$DEMO"
+# Lab mode: one passphrase for every key, the release manager's key made here (a product gives each
+# release manager their own key on their own machine: docs/key-custody.md)
+otactl init "$DEMO" --shared-passphrase
 cd "$DEMO"
 otactl repo status
 
@@ -66,14 +68,18 @@ set -e
 echo "otactl sim rollout exited $code (3: a gate rolled a release back, as the story expects)"
 [ "$code" = 3 ] || { echo "unexpected exit code"; exit 1; }
 
-step "The audit log verifies; the rollout report is written"
+step "The audit log verifies; the rollout report is written (Markdown, and an HTML page with charts)"
 otactl audit verify t9-engine
 otactl rollout status t9-engine
-otactl rollout report t9-engine --format md --out "$DEMO/rollout-report.md"
-otactl rollout report t9-engine --format html --out "$DEMO/rollout-report.html"
+TELEMETRY="sqlite:$DEMO/sim/telemetry.db"
+otactl rollout report t9-engine --telemetry "$TELEMETRY" -o md --out "$DEMO/rollout-report.md"
+otactl rollout report t9-engine --telemetry "$TELEMETRY" -o html --out "$DEMO/rollout-report.html"
 
 step "The fleet report: what each device runs against its target (the 12 example devices never reported)"
-otactl report fleet --telemetry "sqlite:$DEMO/sim/telemetry.db" -o markdown --out "$DEMO/fleet-report.md"
-otactl report fleet --telemetry "sqlite:$DEMO/sim/telemetry.db" -o html --out "$DEMO/fleet-report.html"
+otactl report fleet --telemetry "$TELEMETRY" -o markdown --out "$DEMO/fleet-report.md"
+otactl report fleet --telemetry "$TELEMETRY" -o html --out "$DEMO/fleet-report.html"
 echo
-echo "demo finished: workspace in $DEMO; reports in $DEMO/rollout-report.md and .html, $DEMO/fleet-report.md and .html"
+echo "demo finished: workspace in $DEMO"
+echo "  rollout report: $DEMO/rollout-report.html (Markdown: $DEMO/rollout-report.md)"
+echo "  fleet report:   $DEMO/fleet-report.html (Markdown: $DEMO/fleet-report.md)"
+echo "  open the HTML files in a browser; docs/screenshots/ shows what they look like"

@@ -6,6 +6,11 @@
       signing/root.json      the current root: the trust anchor devices ship with
       manifests/  canary/    release manifests and rollout plans
       .otactl/keys/*.key     encrypted private keys (mode 0600; never committed)
+      .otactl/handover/NAME/ a release manager's key made here (lab mode): to be moved to its owner
+
+A release manager's signer workspace (``otactl join``, decision 1105) holds no trust file and no
+other key: its ``otactl.yaml`` (schema ``otactl/signer/1``) names the store, the signer's own key,
+and ``signing/root.json``, the root it pins; the rest it learns from the signed metadata.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ WORKSPACE_FILE = "otactl.yaml"
 TRUST_FILE = "signing/trust.yaml"
 ROOT_FILE = "signing/root.json"
 KEY_DIR = ".otactl/keys"
+HANDOVER_DIR = ".otactl/handover"
+TUF_CLIENT_DIR = ".otactl/tuf"  # a signer workspace's TUF client: the metadata it verified
+WORKSPACE_SCHEMA = "otactl/workspace/1"
+SIGNER_SCHEMA = "otactl/signer/1"
 
 DEFAULT_EXPIRY_DAYS = {
     "root": 365, "targets": 365, "releases": 365,
@@ -59,6 +68,9 @@ class TrustConfig:
     bin_bit_length: int
     path: str = TRUST_FILE
     extra: dict[str, Any] = field(default_factory=dict)
+    # entitlement signers (decision 0406): never an online role's keys; empty before the migration
+    entitlement_keys: tuple[str, ...] = ()
+    entitlement_threshold: int = 1
 
     def role(self, name: str) -> RoleEntry:
         if name.startswith("devices-"):
@@ -91,12 +103,14 @@ class TrustConfig:
             "ci_keys": list(self.ci_keys),
             "release_managers": list(self.release_managers),
             "devices": {"bin_bit_length": self.bin_bit_length},
+            **({"entitlements": {"keys": list(self.entitlement_keys), "threshold": self.entitlement_threshold}}
+               if self.entitlement_keys else {}),
         }
 
 
 def parse_trust(doc: YamlDoc) -> TrustConfig:
     top = check_keys(doc, (), doc.data,
-                     {"schema", "keys", "roles", "ci_keys", "release_managers", "devices"},
+                     {"schema", "keys", "roles", "ci_keys", "release_managers", "devices", "entitlements"},
                      {"schema", "keys", "roles"})
     if top["schema"] != "otactl/trust/1":
         raise doc.error(("schema",), "expected otactl/trust/1")
@@ -134,7 +148,31 @@ def parse_trust(doc: YamlDoc) -> TrustConfig:
         if not isinstance(value, list) or any(v not in keys for v in value):
             raise doc.error((fld,), "must be a list of key names defined under keys")
         lists[fld] = tuple(value)
-    return TrustConfig(keys, roles, lists["ci_keys"], lists["release_managers"], bits, doc.path)
+    ent_keys, ent_threshold = _entitlements(doc, top.get("entitlements"), keys, roles)
+    return TrustConfig(keys, roles, lists["ci_keys"], lists["release_managers"], bits, doc.path,
+                       entitlement_keys=ent_keys, entitlement_threshold=ent_threshold)
+
+
+def _entitlements(doc: YamlDoc, raw: Any, keys: dict[str, KeyEntry], roles: dict[str, RoleEntry]
+                  ) -> tuple[tuple[str, ...], int]:
+    """``entitlements: {keys: [...], threshold: k}``: the entitlement signers (decision 0406)."""
+    if raw is None:
+        return (), 1
+    entry = check_keys(doc, ("entitlements",), raw, {"keys", "threshold"}, {"keys"})
+    names = entry["keys"]
+    if not isinstance(names, list) or not names or len(set(map(str, names))) != len(names):
+        raise doc.error(("entitlements", "keys"), "must be a non-empty list of distinct key names")
+    online = {k for role in ("snapshot", "timestamp", "rollouts", "devices") if role in roles for k in roles[role].keys}
+    for i, k in enumerate(names):
+        if k not in keys:
+            raise doc.error(("entitlements", "keys", i), f"unknown key {k!r}")
+        if k in online:
+            raise doc.error(("entitlements", "keys", i), f"key {k!r} signs an online role; an entitlement key "
+                            "must be held by no online role")
+    threshold = entry.get("threshold", 1)
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or not 1 <= threshold <= len(names):
+        raise doc.error(("entitlements", "threshold"), f"must be an integer from 1 to {len(names)}")
+    return tuple(names), threshold
 
 
 def find_root(start: Path) -> Path:
@@ -162,7 +200,13 @@ class Workspace:
             raise UsageError(f"{root}: not an otactl workspace (no {WORKSPACE_FILE}); run `otactl init` first",
                              hint="pass --workspace DIR or run inside the workspace")
         doc = load_yaml(cfg_path)
+        if isinstance(doc.data, dict) and doc.data.get("schema") == SIGNER_SCHEMA:
+            raise UsageError(f"{root}: a release manager's signer workspace (otactl join): it reviews, approves "
+                             "and withdraws releases only (`otactl release review|approve|withdraw|list`)",
+                             hint="run other commands in the CI workspace")
         top = check_keys(doc, (), doc.data, {"schema", "store", "s3_endpoint_url", "actor"}, {"schema", "store"})
+        if top["schema"] != WORKSPACE_SCHEMA:
+            raise doc.error(("schema",), f"expected {WORKSPACE_SCHEMA} (or {SIGNER_SCHEMA})")
         store = str(top["store"])
         if store.startswith("file://") and not store.startswith("file:///"):
             store = "file://" + str((root / store.removeprefix("file://")).resolve())
@@ -192,3 +236,56 @@ class Workspace:
         if scheme == "otactl-file" and not rest.startswith("/"):
             return f"otactl-file:{self.root / rest}"
         return uri
+
+
+def is_signer_workspace(path: Path | str) -> bool:
+    """Whether ``path`` holds a signer workspace's ``otactl.yaml`` (read leniently: open() judges it)."""
+    cfg = Path(path) / WORKSPACE_FILE
+    if not cfg.is_file():
+        return False
+    doc = load_yaml(cfg)
+    return isinstance(doc.data, dict) and doc.data.get("schema") == SIGNER_SCHEMA
+
+
+@dataclass(frozen=True)
+class SignerWorkspace:
+    """A release manager's own directory: the store, one key (its URI and public half), a pinned root."""
+
+    root: Path
+    store_url: str
+    endpoint_url: str | None
+    name: str  # the signer's key name, as given at join (the signed metadata's name wins)
+    key_uri: str  # otactl-file:PATH (relative to the workspace) or a KMS/HSM URI
+    public: str  # ed25519 public key, hex
+
+    @property
+    def pinned_root(self) -> Path:
+        return self.root / ROOT_FILE
+
+    @property
+    def client_dir(self) -> Path:
+        return self.root / TUF_CLIENT_DIR
+
+    @classmethod
+    def open(cls, path: Path | str) -> SignerWorkspace:
+        root = Path(path).resolve()
+        doc = load_yaml(root / WORKSPACE_FILE)
+        top = check_keys(doc, (), doc.data, {"schema", "store", "s3_endpoint_url", "key"},
+                         {"schema", "store", "key"})
+        if top["schema"] != SIGNER_SCHEMA:
+            raise doc.error(("schema",), f"expected {SIGNER_SCHEMA}")
+        key = check_keys(doc, ("key",), top["key"], {"name", "uri", "public"}, {"name", "uri", "public"})
+        for fld in ("name", "uri", "public"):
+            if not isinstance(key[fld], str) or not key[fld]:
+                raise doc.error(("key", fld), "must be a non-empty string")
+        endpoint = top.get("s3_endpoint_url")
+        return cls(root, str(top["store"]), None if endpoint is None else str(endpoint), key["name"],
+                   key["uri"], key["public"])
+
+    def to_yaml(self) -> str:
+        doc: dict[str, Any] = {"schema": SIGNER_SCHEMA, "store": self.store_url}
+        if self.endpoint_url:
+            doc["s3_endpoint_url"] = self.endpoint_url
+        doc["key"] = {"name": self.name, "uri": self.key_uri, "public": self.public}
+        return ("# otactl signer workspace: one release manager's key and the root it pins (no other key)\n"
+                + yaml.safe_dump(doc, sort_keys=False))

@@ -22,6 +22,7 @@ from tuf.api import exceptions as tuf_exc
 from tuf.ngclient import FetcherInterface, Updater
 
 from otactl.agent import decide
+from otactl.agent.delta import fetch_image
 from otactl.agent.health import BootCheck, BootVerdict, HealthProbe, integrity_check, uptime_probe
 from otactl.agent.model import FileRef, ReleaseDescriptor, RolloutPolicy, SlotManifest, check_config
 from otactl.agent.outbox import FlushResult, Outbox
@@ -39,7 +40,7 @@ from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
 from otactl.repo.client import HttpxFetcher, make_updater
 from otactl.telemetry.devices import EnrolledDevice
-from otactl.telemetry.report import Event, format_time
+from otactl.telemetry.report import Event, Transfer, format_time
 
 log = logging.getLogger("otactl.agent")
 _TUF_ERRORS = (tuf_exc.DownloadError, tuf_exc.RepositoryError, OSError)
@@ -286,7 +287,7 @@ class Agent:
         fw_ref, cfg_ref = desc.firmware[self.identity.hardware_revision], desc.configs[variant]
         try:
             slot_dir = self.device.clear_slot(slot)
-            self._download(updater, fw_ref, slot_dir / FIRMWARE_FILE)
+            transfer = self._fetch_image(updater, desc, fw_ref, current, slot_dir / FIRMWARE_FILE)
             self._download(updater, cfg_ref, slot_dir / CONFIG_FILE)
             check_config((slot_dir / CONFIG_FILE).read_bytes(), cfg_ref.target, model=desc.model,
                          version=version, variant=variant)
@@ -298,7 +299,7 @@ class Agent:
             reason = f"download of {version} failed: {exc}"
             self._notice_once(state, f"failed:{version}:{variant}", record, version, Event.FAILED, now, reason)
             return "failed", reason
-        self._event(record, version, ring, Event.DOWNLOADED, now)
+        self._event(record, version, ring, Event.DOWNLOADED, now, transfer=transfer)
         manifest = SlotManifest(desc.model, version, variant, self.identity.hardware_revision,
                                 desc.security_version, fw_ref, cfg_ref, format_time(now))
         self.device.write_manifest(slot, manifest)
@@ -333,6 +334,19 @@ class Agent:
         self._save_state(state)
         self._event(record, version, ring, Event.COMMITTED, now)
         return "committed", f"committed {version} ({variant}) in slot {slot}"
+
+    def _fetch_image(self, updater: Updater, desc: ReleaseDescriptor, ref: FileRef, current: str | None,
+                     dest: Path) -> Transfer:
+        """The image into ``dest``: rebuilt from a signed delta on the active slot's image, else in full."""
+        active = None if current is None or self.device.manifest(current) is None else current
+        source = None if active is None else self.device.slot_dir(active) / FIRMWARE_FILE
+        fetched = fetch_image(updater, ref, desc.deltas.get(self.identity.hardware_revision, ()), source, dest,
+                              lambda: self._download(updater, ref, dest), self._received)
+        return fetched.transfer
+
+    def _received(self) -> int | None:
+        count = getattr(self._fetcher, "bytes_received", None)
+        return count if isinstance(count, int) else None
 
     def _download(self, updater: Updater, ref: FileRef, dest: Path) -> None:
         info = updater.get_targetinfo(ref.target)
@@ -376,9 +390,9 @@ class Agent:
 
     # ------------------------------------------------------------------------------ reports
     def _event(self, record: DeviceRecord, release: str, ring: str | None, event: Event, now: datetime,
-               reason: str | None = None) -> None:
+               reason: str | None = None, transfer: Transfer | None = None) -> None:
         log.info("%s: %s %s%s", self.identity.device_id, event.value, release, f" ({reason})" if reason else "")
-        self.outbox.event(EnrolledDevice.from_record(record), release, ring, event, now, reason)
+        self.outbox.event(EnrolledDevice.from_record(record), release, ring, event, now, reason, transfer)
 
     def _notice_once(self, state: AgentState, key: str, record: DeviceRecord, release: str, event: Event,
                      now: datetime, reason: str | None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -170,6 +170,34 @@ class FileRef:
 
 
 @dataclass(frozen=True)
+class DeltaRef:
+    """A signed delta to one hardware revision's image from an earlier image (decision 1201)."""
+
+    target: str
+    length: int
+    sha256: str
+    source_version: str
+    source_sha256: str
+
+    @classmethod
+    def parse(cls, raw: object, where: str) -> DeltaRef:
+        ref = FileRef.parse(raw, where)
+        assert isinstance(raw, dict)
+        source = raw.get("source_sha256")
+        if not isinstance(source, str) or not _SHA256.match(source):
+            raise VerificationError(f"{where}.source_sha256: must be 64 hex digits")
+        return cls(ref.target, ref.length, ref.sha256, _version(raw.get("source_version"), f"{where}.source_version"),
+                   source)
+
+
+def _deltas(raw: object, where: str) -> dict[str, tuple[DeltaRef, ...]]:
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise VerificationError(f"{where}: deltas: must map hardware revisions to lists")
+    return {rev: tuple(DeltaRef.parse(d, f"{where}: deltas.{rev}[{i}]") for i, d in enumerate(refs))
+            for rev, refs in raw.items()}
+
+
+@dataclass(frozen=True)
 class ReleaseDescriptor:
     model: str
     version: str
@@ -178,6 +206,7 @@ class ReleaseDescriptor:
     configs: dict[str, FileRef]  # variant -> configuration
     compatible_from: tuple[str, ...]
     stepping_stone: str | None
+    deltas: dict[str, tuple[DeltaRef, ...]] = field(default_factory=dict)  # hardware revision -> deltas
 
     def compatible_with(self, running: str) -> bool:
         return any(pattern_matches(p, running) for p in self.compatible_from)
@@ -201,6 +230,7 @@ class ReleaseDescriptor:
             configs={v: FileRef.parse(ref, f"{where}: configs.{v}") for v, ref in cfg.items()},
             compatible_from=tuple(compat),
             stepping_stone=None if stone is None else _version(stone, f"{where}: stepping_stone"),
+            deltas=_deltas(doc.get("deltas", {}), where),
         )
 
 

@@ -20,7 +20,7 @@ import nacl.signing
 
 from otactl.agent.state import DeviceState, ReportLog
 from otactl.telemetry.devices import EnrolledDevice
-from otactl.telemetry.report import Envelope, Event
+from otactl.telemetry.report import Envelope, Event, Transfer
 from otactl.telemetry.reporter import DeviceReporter, batch_body
 
 log = logging.getLogger("otactl.agent")
@@ -70,9 +70,9 @@ class Outbox:
             self.log.dropped += excess
 
     def event(self, device: EnrolledDevice, release: str, ring: str | None, event: Event, time: datetime,
-              reason: str | None = None) -> None:
+              reason: str | None = None, transfer: Transfer | None = None) -> None:
         reporter = self._reporter(device)
-        self._add(reporter, reporter.event(release, ring, event, time, _one_line(reason)))
+        self._add(reporter, reporter.event(release, ring, event, time, _one_line(reason), transfer))
 
     def health(self, device: EnrolledDevice, release: str, ring: str | None, time: datetime, *, uptime_s: int,
                crashes: int, errors: int, metrics: dict[str, int | str]) -> None:

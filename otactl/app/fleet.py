@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from tuf.api.metadata import TargetFile
 
+from otactl import progress
 from otactl.app.context import Context
 from otactl.errors import InputFileError, NotFoundError, UsageError
 from otactl.fleet.records import DeviceRecord
@@ -35,18 +36,22 @@ class ModelReleases:
 
     variants: frozenset[str]
     versions: frozenset[str]
+    hardware_revisions: frozenset[str] = frozenset()
 
 
 def model_releases(repo: Repository, model: str) -> ModelReleases | None:
     """Variants and versions of the model's published releases; None if it has none yet."""
     variants: set[str] = set()
     versions: set[str] = set()
-    prefix = f"releases/{model}/"
+    revisions: set[str] = set()
+    prefix, images = f"releases/{model}/", f"firmware/{model}/"
     for path, tf in repo.role("releases").signed.targets.items():
         if path.startswith(prefix):
             versions.add(path.removeprefix(prefix).removesuffix(".json"))
             variants.update(layout.get_custom(tf).get("variants", []))
-    return ModelReleases(frozenset(variants), frozenset(versions)) if versions else None
+        elif path.startswith(images):  # an image names the hardware revisions it is built for
+            revisions.update(layout.get_custom(tf).get("hardware_revisions", []))
+    return ModelReleases(frozenset(variants), frozenset(versions), frozenset(revisions)) if versions else None
 
 
 def known_variants(repo: Repository, model: str) -> set[str] | None:
@@ -62,6 +67,10 @@ def _problem(record: DeviceRecord, releases: ModelReleases | None) -> tuple[str,
     if record.variant not in releases.variants:
         return "variant", (f"unknown variant {record.variant!r} for model {record.model!r} "
                            f"(known: {', '.join(sorted(releases.variants))})")
+    if releases.hardware_revisions and record.hardware_revision not in releases.hardware_revisions:
+        return "hardware_revision", (f"no firmware for hardware revision {record.hardware_revision!r} of model "
+                                     f"{record.model!r} (images exist for: "
+                                     f"{', '.join(sorted(releases.hardware_revisions))})")
     if record.pin is not None and record.pin not in releases.versions:
         return "pin", f"release {record.model}/{record.pin} is not published"
     return None
@@ -90,9 +99,10 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
     changed: dict[str, list[TargetFile]] = defaultdict(list)
     unchanged = 0
 
-    def files() -> Iterator[tuple[str, bytes]]:
+    def files(written: progress.Task) -> Iterator[tuple[str, bytes]]:
         nonlocal unchanged
         for r in records:
+            written.advance()
             path, data, tf = _entry(r)
             bin_name = repo.bin_for(path)
             old = repo.role(bin_name).signed.targets.get(path)
@@ -104,7 +114,8 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
             yield layout.target_key(path, tf.hashes["sha256"]), data
 
     # record files are content-addressed: invisible to devices until a bin names them
-    ctx.store.put_many(files())
+    with progress.task("writing device records", len(records)) as writing:
+        ctx.store.put_many(files(writing))
     for bin_name, entries in changed.items():
         targets = repo.edit(bin_name).targets
         for tf in entries:
@@ -149,9 +160,15 @@ def set_device(ctx: Context, device_id: str, *, variant: str | None, tags: list[
 
 def list_devices(ctx: Context) -> list[DeviceRecord]:
     repo = ctx.repository()
+    bins = [n for n in repo.role_names() if n.startswith(f"{layout.BIN_PREFIX}-")]
+    paths: list[str] = []
+    with progress.task("reading device hash bins", len(bins)) as reading:
+        for name in bins:
+            paths.extend(repo.role(name).signed.targets)
+            reading.advance()
     out = []
-    for name in repo.role_names():
-        if name.startswith(f"{layout.BIN_PREFIX}-"):
-            for path in repo.role(name).signed.targets:
-                out.append(get_device(ctx, repo, path.removeprefix("devices/").removesuffix(".json")))
+    with progress.task("reading device records", len(paths)) as reading:
+        for path in paths:
+            out.append(get_device(ctx, repo, path.removeprefix("devices/").removesuffix(".json")))
+            reading.advance()
     return sorted(out, key=lambda r: r.device_id)

@@ -11,20 +11,23 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from securesystemslib.signer import Signer
+from securesystemslib.signer import Signer, SSlibKey
 
 import otactl.keys.keyfile as keyfile
+from otactl.app import bootstrap
 from otactl.errors import KeyAccessError, StoreError, UsageError
 from otactl.repo import layout
+from otactl.repo.canonical import CANONICAL
 from otactl.repo.repository import JOURNAL_KEY, Repository
 from otactl.repo.signers import SignerPool
 from otactl.store import open_store
 from otactl.workspace import (
     DEFAULT_EXPIRY_DAYS,
+    HANDOVER_DIR,
     KEY_DIR,
     ROOT_FILE,
     WORKSPACE_FILE,
@@ -41,23 +44,63 @@ class InitResult:
     store_url: str
     keys: dict[str, str]  # name -> keyid
     published: list[str]
+    handover: dict[str, Path] = field(default_factory=dict)  # release manager -> directory to hand over
+    awaiting: list[str] = field(default_factory=list)  # roles staged for the release managers to sign
+    warnings: list[str] = field(default_factory=list)
+
+
+# Keys that live on the CI machine (the build key and the online key): one CI secret may unlock both.
+CI_MACHINE_KEYS = ("ci", "online")
+SHARED_VAR = "OTACTL_KEY_PASSPHRASE"
+
+
+@dataclass(frozen=True)
+class ReleaseManagerSpec:
+    """``NAME`` (lab: the key is made here, to be handed over) or ``NAME=FILE.pub`` (public key only)."""
+
+    name: str
+    public: SSlibKey | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> ReleaseManagerSpec:
+        name, sep, path = spec.partition("=")
+        layout.check_name("release manager", name)
+        if not sep:
+            return cls(name)
+        if not path:
+            raise UsageError(f"--release-manager {spec!r}: give NAME or NAME=PATH/TO/NAME.pub")
+        _, public = keyfile.read_public(Path(path).expanduser())
+        return cls(name, public)
 
 
 class PassphraseSource:
-    """Per-key env var, else the shared one, else one prompt reused for every new key."""
+    """Each new key's passphrase: ``OTACTL_KEY_PASSPHRASE_<NAME>``; for the CI machine's keys (ci,
+    online) also the shared ``OTACTL_KEY_PASSPHRASE`` (a CI secret), and for every key with ``shared``
+    (a demo or lab); else a TTY prompt: once for the CI machine's keys, once per other key."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, shared: bool = False) -> None:
+        self.shared = shared
         self._prompted: str | None = None
 
     def __call__(self, name: str) -> str:
-        for var in keyfile.passphrase_env_names(name):
-            if os.environ.get(var):
-                return os.environ[var]
+        own, _ = keyfile.passphrase_env_names(name)
+        if os.environ.get(own):
+            return os.environ[own]
+        pooled = self.shared or name in CI_MACHINE_KEYS
+        if pooled and os.environ.get(SHARED_VAR):
+            return os.environ[SHARED_VAR]
+        if not sys.stdin.isatty():  # name variables that exist, not ones derived from "new keys"
+            if pooled:
+                raise KeyAccessError(f"key {name!r}: no passphrase (set {SHARED_VAR} or {own}; no TTY to prompt on)")
+            raise KeyAccessError(f"key {name!r}: no passphrase of its own (set {own}: root, targets and each "
+                                 f"release manager's key do not share {SHARED_VAR}; no TTY to prompt on)",
+                                 hint="for a demo or lab, `otactl init --shared-passphrase` encrypts every key "
+                                      f"under {SHARED_VAR}")
+        if not pooled:
+            return keyfile.prompt_passphrase(f"new key {name!r}", confirm=True)
         if self._prompted is None:
-            if not sys.stdin.isatty():  # name variables that exist, not ones derived from "new keys"
-                raise KeyAccessError(f"key {name!r}: no passphrase (set OTACTL_KEY_PASSPHRASE or "
-                                     f"{keyfile.passphrase_env_names(name)[0]}; no TTY to prompt on)")
-            self._prompted = keyfile.get_passphrase("new keys", confirm=True)
+            label = "every new key" if self.shared else "the CI machine's new keys (ci, online)"
+            self._prompted = keyfile.prompt_passphrase(label, confirm=True)
         return self._prompted
 
 
@@ -96,19 +139,22 @@ def init_workspace(
     approvals: int,
     bin_bit_length: int,
     now: datetime,
+    shared_passphrase: bool = False,
 ) -> InitResult:
+    """``release_managers``: ``NAME`` or ``NAME=FILE.pub`` each (:class:`ReleaseManagerSpec`)."""
     target = directory.resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target}: already exists and is not empty; refusing to overwrite a workspace")
-    for rm in release_managers:
-        layout.check_name("release manager", rm)
-    if len(set(release_managers)) != len(release_managers) or {"ci", "online", "root-1", "targets-1"} & set(
-        release_managers
-    ):
+    specs = [ReleaseManagerSpec.parse(rm) for rm in release_managers]
+    names = [rm.name for rm in specs]
+    if len(set(names)) != len(names) or {"ci", "online", "root-1", "targets-1"} & set(names):
         raise UsageError("--release-manager names must be unique and not ci, online, root-1 or targets-1")
+    publics = [rm.public.keyid for rm in specs if rm.public is not None]
+    if len(set(publics)) != len(publics):
+        raise UsageError("--release-manager: two release managers give the same public key")
     if not 0 <= bin_bit_length <= 16:
         raise UsageError("--bin-bits must be from 0 to 16")
-    roles = default_trust_layout(release_managers, approvals)
+    roles = default_trust_layout(names, approvals)
     store_cfg = store_url or "file://repository"
     if "://" not in store_cfg:  # a plain path means where init runs: record it absolute
         store_cfg = f"file://{Path(store_cfg).resolve()}"
@@ -116,6 +162,12 @@ def init_workspace(
         _store_holds_repository(store_cfg, endpoint_url)
     elif store_url and store_cfg.startswith("file:///"):
         _store_holds_repository(store_cfg, None)
+
+    # every passphrase before any Argon2id work: a missing one fails at once, naming its variable
+    passphrases = PassphraseSource(shared=shared_passphrase)
+    remote = {rm.name: rm.public for rm in specs if rm.public is not None}
+    key_names = sorted({k for keys, _ in roles.values() for k in keys} - set(remote))
+    passphrase_of = {name: passphrases(name) for name in key_names}
 
     target.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=target.parent))
@@ -130,29 +182,46 @@ def init_workspace(
             cfg += f"s3_endpoint_url: {endpoint_url}\n"
         (build / WORKSPACE_FILE).write_text(cfg)
 
-        passphrases = PassphraseSource()
-        key_names = sorted({k for keys, _ in roles.values() for k in keys})
         entries: dict[str, KeyEntry] = {}
         signers: dict[str, Signer] = {}
+        handover: dict[str, Path] = {}
         for name in key_names:
-            rel = f"{KEY_DIR}/{name}.key"
-            pw = passphrases(name)
-            pub = keyfile.generate_keyfile(build / rel, name, pw)
+            if name in names:  # a release manager's key made here: its own directory, to hand over
+                rel = f"{HANDOVER_DIR}/{name}/{name}.key"
+                handover[name] = target / HANDOVER_DIR / name
+            else:
+                rel = f"{KEY_DIR}/{name}.key"
+            pub = keyfile.generate_keyfile(build / rel, name, passphrase_of[name])
             entries[name] = KeyEntry(name, pub.keyid, pub.keyval["public"], f"otactl-file:{rel}")
-            signers[name] = keyfile.FileSigner(keyfile.read_keyfile(build / rel).unlock(pw), pub)
+            signers[name] = keyfile.FileSigner(keyfile.read_keyfile(build / rel).unlock(passphrase_of[name]), pub)
+        if handover:
+            os.chmod(build / HANDOVER_DIR, 0o700)
+        for name, public in remote.items():
+            entries[name] = KeyEntry(name, public.keyid, public.keyval["public"], f"{keyfile.OWNER_SCHEME}:{name}")
         trust = TrustConfig(
-            keys=entries,
+            keys={n: entries[n] for n in sorted(entries)},
             roles={n: RoleEntry(tuple(k), t, DEFAULT_EXPIRY_DAYS[n]) for n, (k, t) in roles.items()},
             ci_keys=("ci",),
-            release_managers=tuple(release_managers),
+            release_managers=tuple(names),
             bin_bit_length=bin_bit_length,
         )
         ws = Workspace.open(build)
         ws.write_trust(trust)
         pool = SignerPool(ws, trust, preloaded=signers)
-        repo = Repository.create(ws.store(), trust, pool, now)
+        # releases (CI + k) and withdrawals (k) need k release managers' signatures: with fewer
+        # keys here, their first versions wait in the store for the others (otactl.app.bootstrap)
+        defer = bootstrap.ROLES if len(names) - len(remote) < approvals else ()
+        repo = Repository.create(ws.store(), trust, pool, now, defer=defer)
+        for role, md in repo.deferred.items():
+            for k in trust.role(role).keys:
+                if k in signers:
+                    md.sign(signers[k], append=True, signed_serializer=CANONICAL)
         published = repo.publish()
-        (build / ROOT_FILE).write_bytes(ws.store().get(layout.metadata_key("root", 1)))
+        bootstrap.stage(ws.store(), repo.deferred)
+        root_v1 = ws.store().get(layout.metadata_key("root", 1))
+        (build / ROOT_FILE).write_bytes(root_v1)
+        for name in handover:  # the root its owner pins when joining (public; the key is not)
+            (build / HANDOVER_DIR / name / "root.json").write_bytes(root_v1)
         with contextlib.suppress(OSError):
             target.rmdir()  # an empty directory given as the target
         os.replace(build, target)
@@ -160,4 +229,13 @@ def init_workspace(
         shutil.rmtree(build, ignore_errors=True)
         raise
     final_store = Workspace.open(target).store_url
-    return InitResult(target, final_store, {n: e.keyid for n, e in entries.items()}, published)
+    warnings = []
+    if shared_passphrase:
+        warnings.append(f"every key is encrypted under one passphrase ({SHARED_VAR}, --shared-passphrase): "
+                        "a demo or lab only")
+    for name, path in handover.items():
+        warnings.append(f"release manager {name!r}: the key was made on this machine; move {path} to {name}, "
+                        "who joins with `otactl join` (docs/key-custody.md); until it is gone, this machine "
+                        f"can approve as {name}")
+    return InitResult(target, final_store, {n: e.keyid for n, e in entries.items()}, published, handover,
+                      sorted(repo.deferred), warnings)

@@ -1,4 +1,5 @@
-"""Key management services: generate, list, rotate (root included)."""
+"""Key management services: generate (in the workspace, or as files on a release manager's own
+machine), add by public key, list, rotate (root included)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from otactl.app.context import Context
 from otactl.errors import StoreError, UsageError
 from otactl.repo import layout
 from otactl.repo.repository import JOURNAL_KEY
-from otactl.workspace import KEY_DIR, KeyEntry, RoleEntry, TrustConfig
+from otactl.workspace import HANDOVER_DIR, KEY_DIR, KeyEntry, RoleEntry, TrustConfig
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,15 @@ class RotateResult:
     root_version: int
 
 
-def _new_key(ctx: Context, name: str) -> tuple[KeyEntry, Path]:
+def _new_key(ctx: Context, name: str, *, release_manager: bool = False) -> tuple[KeyEntry, Path]:
+    """A new encrypted key in the workspace; a release manager's in its own directory to hand over."""
     layout.check_name("key name", name)
     if name in ctx.trust.keys:
         raise UsageError(f"{ctx.trust.path}: a key named {name!r} already exists")
-    rel = f"{KEY_DIR}/{name}.key"
+    rel = f"{HANDOVER_DIR}/{name}/{name}.key" if release_manager else f"{KEY_DIR}/{name}.key"
     path = ctx.workspace.root / rel
+    if release_manager:
+        (ctx.workspace.root / HANDOVER_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
     pub = keyfile.generate_keyfile(path, name, keyfile.get_passphrase(name, confirm=True))
     return KeyEntry(name, pub.keyid, pub.keyval["public"], f"otactl-file:{rel}"), path
 
@@ -53,7 +57,28 @@ def _journaled(ctx: Context, public_hex: str) -> bool:
 
 
 def generate_key(ctx: Context, name: str, *, release_manager: bool) -> KeyEntry:
-    entry, path = _new_key(ctx, name)
+    entry, path = _new_key(ctx, name, release_manager=release_manager)
+    _register(ctx, entry, release_manager=release_manager, made=path)
+    if release_manager:  # beside the key, the root its owner pins when joining (public)
+        (path.parent / "root.json").write_bytes(ctx.store.get(layout.metadata_key("root", None)))
+    return entry
+
+
+def add_public_key(ctx: Context, name: str, public_file: Path, *, release_manager: bool) -> KeyEntry:
+    """Register someone's key by its public half (``NAME.pub``); its private key stays with them."""
+    layout.check_name("key name", name)
+    if name in ctx.trust.keys:
+        raise UsageError(f"{ctx.trust.path}: a key named {name!r} already exists")
+    _, public = keyfile.read_public(public_file)
+    existing = ctx.trust.key_by_id(public.keyid)
+    if existing is not None:
+        raise UsageError(f"{public_file}: this key is already in {ctx.trust.path} (as {existing.name!r})")
+    entry = KeyEntry(name, public.keyid, public.keyval["public"], f"{keyfile.OWNER_SCHEME}:{name}")
+    return _register(ctx, entry, release_manager=release_manager, made=None)
+
+
+def _register(ctx: Context, entry: KeyEntry, *, release_manager: bool, made: Path | None) -> KeyEntry:
+    name = entry.name
     keys = {**ctx.trust.keys, name: entry}
     trust = replace(ctx.trust, keys=keys)
     if release_manager:
@@ -68,16 +93,41 @@ def generate_key(ctx: Context, name: str, *, release_manager: bool) -> KeyEntry:
             ctx.signers.trust = trust
             repo = ctx.repository()
             for r in grows:
-                repo.edit("targets").add_key(keyfile.public_key(entry.public), r)
+                repo.edit("targets").add_key(layout.name_key(keyfile.public_key(entry.public), name), r)
             repo.publish()
         except BaseException:
             if _journaled(ctx, entry.public):  # `otactl repo publish` will complete it: keep the key
                 ctx.workspace.write_trust(trust)
-            else:
-                path.unlink(missing_ok=True)
+            elif made is not None:
+                made.unlink(missing_ok=True)
             raise
     ctx.workspace.write_trust(trust)
     return entry
+
+
+@dataclass(frozen=True)
+class GeneratedKey:
+    name: str
+    keyid: str
+    key_file: Path
+    public_file: Path
+
+
+def generate_key_files(out_dir: Path, name: str) -> GeneratedKey:
+    """On a release manager's own machine: ``DIR/NAME.key`` (encrypted, 0600) and ``DIR/NAME.pub``
+    (the public half, for whoever runs ``otactl init --release-manager NAME=NAME.pub``)."""
+    layout.check_name("key name", name)
+    key_file, public_file = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    for path in (key_file, public_file):
+        if path.exists():
+            raise UsageError(f"{path}: already exists; refusing to overwrite it")
+    pub = keyfile.generate_keyfile(key_file, name, keyfile.get_passphrase(name, confirm=True))
+    try:
+        keyfile.write_public(public_file, name, pub)
+    except BaseException:
+        key_file.unlink(missing_ok=True)
+        raise
+    return GeneratedKey(name, pub.keyid, key_file, public_file)
 
 
 def list_keys(ctx: Context) -> list[KeyRow]:
@@ -108,7 +158,7 @@ def rotate_key(ctx: Context, role: str, old: str | None) -> RotateResult:
     repo = ctx.repository()  # fail early on an unusable store, before making a key
     new_entry, new_path = _new_key(ctx, _next_name(ctx.trust, role))
     old_keyid = ctx.trust.key(old).keyid
-    new_pub = keyfile.public_key(new_entry.public)
+    new_pub = layout.name_key(keyfile.public_key(new_entry.public), new_entry.name)
     roles = dict(ctx.trust.roles)
     roles[role] = RoleEntry(tuple(new_entry.name if k == old else k for k in entry.keys),
                             entry.threshold, entry.expires_days)

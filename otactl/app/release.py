@@ -16,7 +16,6 @@ review shows what the signed documents say (not the unsigned state file).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 
 import otactl.keys.keyfile as keyfile
-from otactl.app import stored
+from otactl import progress
+from otactl.app import bootstrap, release_delta, stored
 from otactl.app.context import Context
 from otactl.errors import ConflictError, NotFoundError, StoreError, UsageError, VerificationError
 from otactl.release import bundle
@@ -34,8 +34,6 @@ from otactl.release.hashing import hash_file
 from otactl.release.manifest import VERSION_RE, Manifest
 from otactl.repo import layout
 from otactl.repo.repository import Repository, to_bytes
-
-Progress = Callable[[str, int, int], None]  # (label, bytes done, total)
 
 
 def staged_key(model: str, version: str) -> str:
@@ -146,8 +144,10 @@ def _sign_with(md: Metadata[Targets], ctx: Context, key_name: str) -> None:
 
 
 # ------------------------------------------------------------------------ build
-def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
-          ci_key: str | None = None) -> ReleaseInfo:
+def build(ctx: Context, manifest: Manifest, *, ci_key: str | None = None,
+          delta_from: tuple[str, ...] = ()) -> ReleaseInfo:
+    if bootstrap.pending(ctx.store):  # release managers with their own keys signed the first versions
+        bootstrap.publish_if_signed(ctx)
     repo = ctx.repository()
     releases = repo.role("releases")
     model, version = manifest.model, manifest.version
@@ -175,15 +175,9 @@ def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
         rev = fw.hardware_revision
         if fw.file is not None:
             total = fw.file.stat().st_size if fw.file.is_file() else 0
-            done = [0]
-
-            def tick(n: int, label: str = fw.file.name, total: int = total, done: list[int] = done) -> None:
-                done[0] += n
-                if progress:
-                    progress(label, done[0], total)
-
             try:
-                length, sha = hash_file(fw.file, tick)
+                with progress.task(f"hashing {fw.file.name}", total, "bytes") as hashing:
+                    length, sha = hash_file(fw.file, hashing.advance)
             except UsageError as exc:
                 raise manifest.error(f"firmware.{rev}.file", exc.message) from None
             path = layout.firmware_path(model, version, fw.file.name)
@@ -201,19 +195,22 @@ def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
                 raise manifest.error(where, f"{model}/{fw.from_release} has no image for hardware revision {rev}")
             b = bundle.TargetBlob(ref["target"], ref["length"], ref["sha256"], {})
         firmware[rev] = b
+    deltas = release_delta.build_deltas(ctx, repo, manifest, uploads, delta_from)  # uploaded; decision 1201
     configs = bundle.config_blobs(manifest)
-    descriptor = bundle.descriptor_blob(manifest, firmware, configs)
+    descriptor = bundle.descriptor_blob(manifest, firmware, configs, deltas)
 
     # upload content-addressed target files first: invisible to clients until metadata names them
-    for b, src_path in uploads:
-        ctx.store.put_file(layout.target_key(b.path, b.sha256), src_path)
+    with progress.task("copying images to the store", sum(b.length for b, _ in uploads), "bytes") as copying:
+        for b, src_path in uploads:
+            ctx.store.put_file(layout.target_key(b.path, b.sha256), src_path)
+            copying.advance(b.length)
     for b in [*configs, descriptor]:
         assert b.data is not None
         ctx.store.put(layout.target_key(b.path, b.sha256), b.data)
 
     md: Metadata[Targets] = Metadata.from_bytes(to_bytes(releases))
     md.signatures.clear()
-    for b in [*(b for b, _ in uploads), *configs, descriptor]:
+    for b in [*(b for b, _ in uploads), *deltas, *configs, descriptor]:
         tf = TargetFile(b.length, {"sha256": b.sha256}, b.path)
         layout.set_custom(tf, b.custom)
         md.signed.targets[b.path] = tf
@@ -224,7 +221,7 @@ def build(ctx: Context, manifest: Manifest, *, progress: Progress | None = None,
              "created": ctx.now.isoformat(), "built_by": signer_name,
              "base_releases_version": releases.signed.version,
              "security_version": manifest.security_version, "variants": manifest.variants,
-             "new_targets": sorted(b.path for b in [*(b for b, _ in uploads), *configs, descriptor])}
+             "new_targets": sorted(b.path for b in [*(b for b, _ in uploads), *deltas, *configs, descriptor])}
     ctx.store.put(staged_key(model, version), to_bytes(md))
     try:
         ctx.store.put_if(state_key(model, version), json.dumps(state, indent=1).encode(), None)

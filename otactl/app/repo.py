@@ -10,6 +10,7 @@ from pathlib import Path
 from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
+from otactl import progress
 from otactl.app.context import Context
 from otactl.errors import VerificationError
 from otactl.repo import layout
@@ -98,16 +99,21 @@ def verify(ctx: Context) -> VerifyResult:
         updater = make_updater(root_bytes, StoreFetcher.PREFIX, Path(tmp), StoreFetcher(ctx.store))
         try:
             updater.refresh()
-            for name in repo.role_names():
-                if name in ("targets", "devices"):
-                    continue
-                for path in sorted(repo.role(name).signed.targets):
+            roles = [n for n in repo.role_names() if n not in ("targets", "devices")]
+            listed: list[tuple[str, str]] = []
+            with progress.task("reading role metadata", len(roles)) as reading:
+                for name in roles:
+                    listed.extend((name, path) for path in sorted(repo.role(name).signed.targets))
+                    reading.advance()
+            with progress.task("verifying targets", len(listed)) as verifying:
+                for name, path in listed:
                     info = updater.get_targetinfo(path)
                     if info is None:
                         raise VerificationError(f"target {path!r}: listed by {name!r} but not found by a client")
                     updater.download_target(info, str(Path(tmp) / "t"))
                     checked += 1
                     nbytes += info.length
+                    verifying.advance()
         except tuf_exc.RepositoryError as exc:
             raise VerificationError(f"{ctx.store.url}: a TUF client refuses the repository: {exc}") from exc
         except tuf_exc.DownloadError as exc:

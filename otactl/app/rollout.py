@@ -33,7 +33,6 @@ from otactl.app.context import Context
 from otactl.app.observe import observe as observe_ring
 from otactl.app.policy import current_policy, publish_policy
 from otactl.app.release import list_releases
-from otactl.audit import log as audit
 from otactl.errors import (
     ExitCode,
     GateFailedError,
@@ -454,25 +453,12 @@ __all__ = ["Phase", "StepResult", "abort", "approve", "dry_run", "find", "pause"
            "rollback", "start", "status", "step", "watch"]
 
 
-def report(ctx: Context, name: str, fmt: str) -> str:
-    """Markdown or HTML report of a model's rollouts (archived ones and the current one), or of the
-    one rollout ``name`` is the id of."""
+def report(ctx: Context, name: str, fmt: str, telemetry: str = "sqlite:telemetry.db") -> str:
+    """Markdown or HTML report of a model's rollouts (archived ones and the current one, each in
+    detail), or of the one rollout ``name`` is the id of: ``otactl.app.rollout_report``, the code
+    behind ``otactl report rollout``."""
+    from otactl.app.rollout_report import rollout_report
+    from otactl.report import rollout_render
 
-    from otactl.report import rollouts as rep
-
-    single = None if rs.load(ctx.store, name) is not None else find(ctx, name)
-    model = name if single is None else single.model
-    records = {r.rollout_id: r for r in rs.archived(ctx.store, model)}  # each checked field by field
-    current = rs.load(ctx.store, model)
-    if current is not None:
-        records[current.rollout_id] = current
-    if single is not None:
-        records = {single.rollout_id: records.get(single.rollout_id, single)}
-    if not records:
-        raise NotFoundError(f"model {model!r}: no rollouts to report")
-    entries = audit.entries(ctx.store, model)
-    summaries = []
-    for record in sorted(records.values(), key=lambda r: r.state.ring_started[0]):
-        n = sum(1 for e in entries if e.details.get("rollout_id") == record.rollout_id)
-        summaries.append(rep.summarise(record, n))
-    return rep.markdown(summaries, ctx.now) if fmt == "md" else rep.html_page(summaries, ctx.now)
+    found = rollout_report(ctx, name, telemetry, every=True)
+    return rollout_render.markdown(found) if fmt == "md" else rollout_render.html_page(found)

@@ -9,7 +9,9 @@ policy says; the online key can neither add nor remove an entry.
 
 The first release manager proposes it (with ``--reason``) and signs; each next one signs exactly
 those bytes; the signature that meets the threshold publishes it through the journal and marks the
-release withdrawn in ``releases-state/``. Like ``releases``, the role is one file, so withdrawals
+release withdrawn in ``releases-state/``. Signed on a release manager's own machine (no online key
+there, decision 1105), it stays ``signed`` until CI runs ``release withdraw`` without ``--key``,
+which publishes it. Like ``releases``, the role is one file, so withdrawals
 publish one after another: a proposal made on an older version is proposed again.
 """
 
@@ -43,7 +45,7 @@ def staged_key(model: str, version: str) -> str:
 class WithdrawalInfo:
     model: str
     version: str
-    status: str  # pending | withdrawn
+    status: str  # pending | signed (to the threshold, CI publishes it) | withdrawn
     reason: str
     signed_by: list[str]
     missing: list[str]
@@ -147,7 +149,9 @@ def withdraw(ctx: Context, spec: str, reason: str | None, key_name: str | None) 
         _mark_withdrawn(ctx, ref, _reason_of(published, path), signed_by)
         return WithdrawalInfo(ref.model, ref.version, "withdrawn", _reason_of(published, path), signed_by, [],
                               role.threshold, published.signed.version)
-    key_name = _pick_key(ctx, role, key_name)
+    if key_name is not None or any(ctx.signers.has_private(k) for k in role.keys):
+        key_name = _pick_key(ctx, role, key_name)
+    # else: CI, with no release manager's key, may publish a withdrawal they signed elsewhere
     notes: list[str] = []
     staged = ctx.store.get_optional(staged_key(ref.model, ref.version))
     etag: str | None = None
@@ -173,10 +177,12 @@ def withdraw(ctx: Context, spec: str, reason: str | None, key_name: str | None) 
         if not reason:
             raise UsageError(f"release {ref}: say why with --reason (the first release manager's "
                              "withdrawal proposes it)")
+        key_name = key_name or _pick_key(ctx, role, None)  # before anything is written
         md = _propose(ctx, repo, ref, published, reason)
     threshold = repo.role("targets").signed.get_delegated_role(ROLE).threshold
     signers = _signers(ctx, repo, md)
-    if len(signers) < threshold:  # else: signed enough before a failed publication; publish it now
+    if len(signers) < threshold:  # else: signed enough elsewhere or before a failed publication: publish
+        key_name = key_name or _pick_key(ctx, role, None)
         if key_name in signers:
             raise UsageError(f"release {ref}: the withdrawal is already signed with key {key_name!r}",
                              hint=f"another release manager runs `otactl release withdraw {ref} --key NAME`")
@@ -191,6 +197,12 @@ def withdraw(ctx: Context, spec: str, reason: str | None, key_name: str | None) 
     if len(signers) < threshold:
         missing = [k for k in role.keys if k not in signers]
         return WithdrawalInfo(ref.model, ref.version, "pending", final_reason, signers, missing, threshold,
+                              md.signed.version, notes)
+    online = [k for r in ("snapshot", "timestamp") for k in ctx.trust.role(r).keys]
+    if not all(ctx.signers.has_private(k) for k in online):  # a release manager's own machine
+        notes.append(f"signed to the threshold; publishing needs the online key: CI runs `otactl release "
+                     f"withdraw {ref}`")
+        return WithdrawalInfo(ref.model, ref.version, "signed", final_reason, signers, [], threshold,
                               md.signed.version, notes)
     repo.put_signed(ROLE, md)
     repo.publish()  # re-checks the threshold against the delegation, then the journal

@@ -9,6 +9,7 @@ import typer
 # (module under otactl.cli, group name or None for top-level commands, help, example)
 GROUPS: list[tuple[str, str | None, str, str]] = [
     ("init", None, "", ""),
+    ("join", None, "", ""),
     ("keys", "keys", "Generate, list and rotate signing keys.", "otactl keys list"),
     ("repo", "repo", "Publish, verify, inspect and refresh the TUF repository.", "otactl repo status"),
     ("release", "release", "Build, review, approve, publish and list releases.",

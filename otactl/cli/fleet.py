@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from otactl.cli.common import OutputOpt, WorkspaceOpt
-from otactl.cli.render import Output, emit_json, table, working
+from otactl.cli.common import OutputOpt, WorkspaceOpt, progress
+from otactl.cli.render import Output, emit_json, table
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -25,7 +25,7 @@ def import_cmd(inventory: Path = typer.Argument(..., help="CSV or YAML inventory
     from otactl.app.fleet import import_devices
     from otactl.fleet.records import read_inventory
 
-    with working(f"reading {inventory}", may_prompt=True) as status:
+    with progress(f"reading {inventory}", prompts=True) as status:
         inv = read_inventory(inventory)
         ctx = Context.open(workspace)
         status(f"signing and publishing {len(inv.records)} device records")
@@ -73,7 +73,8 @@ def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None
     from otactl.app.context import Context
     from otactl.app.fleet import list_devices
 
-    rows = list_devices(Context.open(workspace))
+    with progress():
+        rows = list_devices(Context.open(workspace))
     if output is Output.json:
         emit_json("fleet", {"devices": [r.__dict__ for r in rows]})
         return

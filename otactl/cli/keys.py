@@ -1,4 +1,4 @@
-"""`otactl keys generate|list|rotate`."""
+"""`otactl keys generate|add|list|rotate`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from otactl.cli.common import OutputOpt, WorkspaceOpt
-from otactl.cli.render import Output, emit_json, table
+from otactl.cli.render import Output, emit_json, info, table
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,19 +17,66 @@ def generate(
     name: str = typer.Argument(..., help="Key name, e.g. alice."),
     release_manager: bool = typer.Option(False, "--release-manager",
                                          help="Add the key to the releases role as a release manager."),
+    out: Path = typer.Option(None, "--out", help="Write NAME.key and NAME.pub into DIR instead (a release "
+                                                 "manager's own machine; no workspace, nothing published).",
+                             file_okay=False),
     workspace: Path = WorkspaceOpt,
     output: Output = OutputOpt,
 ) -> None:
-    """Generate an encrypted ed25519 key in the workspace and add it to the trust configuration.
+    """Generate an encrypted ed25519 key: in the workspace (added to the trust configuration), or with
+    --out as a key file and its public half on the machine of the person who will hold it.
 
     \b
     Example:
-      OTACTL_KEY_PASSPHRASE_ALICE=... otactl keys generate alice --release-manager
+      OTACTL_KEY_PASSPHRASE_ALICE=... otactl keys generate alice --out ~/otactl-alice
+      otactl keys generate timestamp-2
     """
+    if out is not None:
+        from otactl.app.keys import generate_key_files
+
+        made = generate_key_files(out, name)
+        if output is Output.json:
+            emit_json("key-files", {"name": made.name, "keyid": made.keyid, "key_file": str(made.key_file),
+                                    "public_file": str(made.public_file)})
+            return
+        info(f"key file    {made.key_file} (keep it here; never send it)")
+        info(f"public key  {made.public_file} (send it to whoever runs `otactl init`)")
+        print(f"{made.name} {made.keyid}")
+        return
     from otactl.app.context import Context
     from otactl.app.keys import generate_key
 
     entry = generate_key(Context.open(workspace), name, release_manager=release_manager)
+    if output is Output.json:
+        emit_json("key", {"name": entry.name, "keyid": entry.keyid, "uri": entry.uri})
+        return
+    if release_manager:
+        info(f"warning: release manager {name!r}: the key was made on this machine "
+             f"({entry.uri.partition(':')[2]}); move its directory to {name}, who joins with `otactl join` "
+             "(docs/key-custody.md)")
+    print(f"{entry.name} {entry.keyid}")
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Key name, e.g. carol."),
+    public: Path = typer.Option(..., "--public", help="The key's public half (NAME.pub from "
+                                                      "`otactl keys generate NAME --out DIR`).", dir_okay=False),
+    release_manager: bool = typer.Option(False, "--release-manager",
+                                         help="Add the key to the releases and withdrawals roles."),
+    workspace: Path = WorkspaceOpt,
+    output: Output = OutputOpt,
+) -> None:
+    """Register someone's key by its public half only; its private key stays with its owner.
+
+    \b
+    Example:
+      otactl keys add carol --public carol.pub --release-manager
+    """
+    from otactl.app.context import Context
+    from otactl.app.keys import add_public_key
+
+    entry = add_public_key(Context.open(workspace), name, public, release_manager=release_manager)
     if output is Output.json:
         emit_json("key", {"name": entry.name, "keyid": entry.keyid, "uri": entry.uri})
         return

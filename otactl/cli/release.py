@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from otactl.cli.common import OutputOpt, WorkspaceOpt
-from otactl.cli.render import Output, byte_progress, emit_json, info, table, working
+from otactl.cli.common import OutputOpt, WorkspaceOpt, progress
+from otactl.cli.render import Output, emit_json, info, table
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -29,6 +29,9 @@ def _show(rel: Any, output: Output, kind: str) -> None:
 def build(
     manifest: Path = typer.Argument(..., help="Release manifest (manifests/*.yaml)."),
     ci_key: str = typer.Option(None, "--key", help="CI key name (default: the CI key available here)."),
+    delta_from: list[str] = typer.Option(
+        [], "--delta-from", metavar="VERSION",
+        help="Also publish signed deltas from this published release's images (repeatable; decision 1201)."),
     workspace: Path = WorkspaceOpt,
     output: Output = OutputOpt,
 ) -> None:
@@ -37,6 +40,7 @@ def build(
     \b
     Example:
       otactl release build manifests/t9-engine-2.1.0.yaml --key ci
+      otactl release build manifests/t9-engine-2.1.0.yaml --delta-from 2.0.0
     """
     from otactl.app import release
     from otactl.app.context import Context
@@ -44,12 +48,8 @@ def build(
 
     parsed = load_manifest(manifest)
     ctx = Context.open(workspace)
-    bar, update = byte_progress()
-    if bar is not None:
-        with bar:
-            rel = release.build(ctx, parsed, progress=update, ci_key=ci_key)
-    else:
-        rel = release.build(ctx, parsed, ci_key=ci_key)
+    with progress(prompts=True):  # a key's passphrase may be asked (CI key, a pending bootstrap's online key)
+        rel = release.build(ctx, parsed, ci_key=ci_key, delta_from=tuple(delta_from))
     _show(rel, output, "release")
 
 
@@ -63,9 +63,9 @@ def review(release_id: str = ReleaseArg, workspace: Path = WorkspaceOpt,
       otactl release review t9-engine/2.1.0
     """
     from otactl.app import release
-    from otactl.app.context import Context
+    from otactl.app.signer import open_context
 
-    rel = release.review(Context.open(workspace), release_id)
+    rel = release.review(open_context(workspace), release_id)
     if output is Output.json:
         emit_json("release-review", rel.__dict__)
         return
@@ -94,16 +94,18 @@ def review(release_id: str = ReleaseArg, workspace: Path = WorkspaceOpt,
 def approve(release_id: str = ReleaseArg,
             key: str = typer.Option(None, "--key", help="Release-manager key name."),
             workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Add one release manager's signature to a staged release.
+    """Add one release manager's signature to a staged release (in CI's workspace in a lab, or in the
+    release manager's own signer workspace: `otactl join`, docs/key-custody.md).
 
     \b
     Example:
+      otactl release approve 2.1.0 --workspace ~/otactl-alice
       otactl release approve 2.1.0 --key alice
     """
     from otactl.app import release
-    from otactl.app.context import Context
+    from otactl.app.signer import open_context
 
-    _show(release.approve(Context.open(workspace), release_id, key), output, "release")
+    _show(release.approve(open_context(workspace), release_id, key), output, "release")
 
 
 @app.command("publish")
@@ -119,7 +121,7 @@ def publish(release_id: str = ReleaseArg, workspace: Path = WorkspaceOpt,
     from otactl.app.context import Context
 
     ctx = Context.open(workspace)
-    with working(f"publishing {release_id}", may_prompt=True):
+    with progress(f"publishing {release_id}", prompts=True):
         rel = release.publish(ctx, release_id)
     _show(rel, output, "release")
 
@@ -136,9 +138,9 @@ def withdraw(release_id: str = ReleaseArg,
       otactl release withdraw 2.2.0 --reason "CVE-2027-0001 in the bootloader" --key alice
     """
     from otactl.app import withdraw as service
-    from otactl.app.context import Context
+    from otactl.app.signer import open_context
 
-    result = service.withdraw(Context.open(workspace), release_id, reason, key)
+    result = service.withdraw(open_context(workspace), release_id, reason, key)
     if output is Output.json:
         emit_json("release-withdrawal", result.to_json())
         return
@@ -160,9 +162,9 @@ def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None
       otactl release list -o json
     """
     from otactl.app import release
-    from otactl.app.context import Context
+    from otactl.app.signer import open_context
 
-    rows = release.list_releases(Context.open(workspace))
+    rows = release.list_releases(open_context(workspace))
     if output is Output.json:
         emit_json("releases", {"releases": [r.__dict__ for r in rows]})
         return

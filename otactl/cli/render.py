@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import Enum
 from typing import Any
 
@@ -103,49 +101,3 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for r in rows:
         t.add_row(*[("" if v is None else str(v)) for v in r])
     console().print(t)
-
-
-def _may_prompt() -> bool:
-    """Could a key's passphrase prompt appear (a TTY on stdin, no passphrase in the environment)?"""
-    return sys.stdin.isatty() and not any(k.startswith("OTACTL_KEY_PASSPHRASE") and v for k, v in os.environ.items())
-
-
-@contextmanager
-def working(label: str, *, may_prompt: bool = False) -> Iterator[Callable[[str], None]]:
-    """A spinner with elapsed time on stderr while long work runs, on a TTY only (CI stays quiet).
-
-    Yields a function that relabels the spinner (no-op off a TTY). When the work may ask for a
-    passphrase (``may_prompt``) and could, each label is one plain line instead: a redrawn spinner
-    would overwrite the prompt."""
-    if not sys.stderr.isatty():
-        yield lambda _label: None
-        return
-    if may_prompt and _may_prompt():
-        info(f"{label} ...")
-        yield lambda text: info(f"{text} ...")
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                   console=console(stderr=True), transient=True)
-    task = bar.add_task(label, total=None)
-    with bar:
-        yield lambda text: bar.update(task, description=text)
-
-
-def byte_progress() -> tuple[Any, Callable[[str, int, int], None] | None]:
-    """A rich progress bar per file on stderr, on a TTY only: ``(bar, update)`` or ``(None, None)``."""
-    if not sys.stderr.isatty():
-        return None, None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), console=console(stderr=True), transient=True)
-    tasks: dict[str, Any] = {}
-
-    def update(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = bar.add_task(f"hashing {label}", total=total)
-        bar.update(tasks[label], completed=done)
-
-    return bar, update

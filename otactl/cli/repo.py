@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from otactl.cli.common import OutputOpt, WorkspaceOpt
-from otactl.cli.render import Output, emit_json, info, table, working
+from otactl.cli.common import OutputOpt, WorkspaceOpt, progress
+from otactl.cli.render import Output, emit_json, info, table
 from otactl.errors import WaitingError
 
 app = typer.Typer(no_args_is_help=True)
@@ -25,7 +25,7 @@ def publish(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
     from otactl.app.repo import publish_pending
 
     ctx = Context.open(workspace)
-    with working("completing a pending publication"):
+    with progress("completing a pending publication"):
         written = publish_pending(ctx)
     if output is Output.json:
         emit_json("repo-publish", {"written": written})
@@ -46,7 +46,7 @@ def verify(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
     from otactl.app.repo import verify as run
 
     ctx = Context.open(workspace)
-    with working(f"verifying {ctx.store.url} as a TUF client"):
+    with progress(f"verifying {ctx.store.url} as a TUF client"):
         result = run(ctx)
     if output is Output.json:
         emit_json("repo-verify", result.__dict__)
@@ -140,7 +140,7 @@ def fetch(
     """
     from otactl.repo.client import fetch_target
 
-    with working(f"fetching {target}"):
+    with progress(f"fetching {target}"):
         data = fetch_target(root, url, client_dir, target)
     if out is None:
         import sys

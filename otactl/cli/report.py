@@ -1,15 +1,19 @@
-"""`otactl report fleet`: what the fleet runs, against what it should run, and what could not be seen."""
+"""`otactl report fleet|rollout`: what the fleet runs against what it should run; how a rollout went."""
 
 from __future__ import annotations
 
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from otactl.cli.common import WorkspaceOpt
 from otactl.cli.render import info, json_text, table
+
+if TYPE_CHECKING:
+    from otactl.report.rollout_report import RolloutReport
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -66,6 +70,10 @@ def fleet(
         text = fleet_render.markdown(report)
     else:
         text = fleet_render.tsv(report)
+    _write(text, out)
+
+
+def _write(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text)
         return
@@ -73,3 +81,54 @@ def fleet(
 
     atomic_write(out, text.encode())
     info(f"report written to {out}")
+
+
+def render_rollout(report: RolloutReport, output: ReportOutput, out: Path | None) -> None:
+    """Show a rollout report (``otactl report rollout`` and ``otactl rollout report``)."""
+    from otactl.report import rollout_render
+    from otactl.report.rollout_report import SCHEMA_KIND
+
+    for source in report.sources:
+        if not source.ok:
+            info(f"otactl: warning: {source.name} not read ({source.spec}): {source.detail}")
+    if output is ReportOutput.table and out is None:
+        for title, columns, rows in rollout_render.sections(report):
+            table(title, columns, rows)
+        return
+    text = {ReportOutput.json: lambda: json_text(SCHEMA_KIND, report.to_json()),
+            ReportOutput.html: lambda: rollout_render.html_page(report),
+            ReportOutput.markdown: lambda: rollout_render.markdown(report),
+            ReportOutput.table: lambda: rollout_render.tsv(report)}[output]()
+    _write(text, out)
+
+
+@app.command("rollout")
+def rollout(
+    name: str = typer.Argument(..., metavar="MODEL|ROLLOUT_ID",
+                               help="A model (the index of its rollouts, current and archived) or one rollout's id "
+                                    "(that rollout in detail)."),
+    telemetry: str = typer.Option("sqlite:telemetry.db", "--telemetry", envvar="OTACTL_TELEMETRY_SOURCE",
+                                  help="sqlite:PATH, the embedded ingest's database (relative to the workspace)."),
+    output: ReportOutput = typer.Option(ReportOutput.table, "--output", "-o",
+                                        help="table, json (otactl/rollout-report/1), markdown or html "
+                                             "(one self-contained page with charts)."),
+    out: Path = typer.Option(None, "--out", help="Write the report to this file (default: stdout)."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """How a rollout went: each ring's funnel per variant (offered to healthy after soak), each gate
+    decision with its evidence in words, time in each ring, who approved the release and who acted,
+    and the audit trail. Given a model: the index of its rollouts.
+
+    A telemetry source that cannot be read is stated in the report (sources) and on stderr, and the
+    funnel counts are unknown: exit 0 (decision 1104). An unknown model or id, or a corrupt record, is
+    one error line, exit 1.
+
+    \b
+    Example:
+      otactl report rollout t9-engine
+      otactl report rollout t9-engine-2.1.0-3f9a1c -o html --out rollout.html
+    """
+    from otactl.app.context import Context
+    from otactl.app.rollout_report import rollout_report
+
+    render_rollout(rollout_report(Context.open(workspace), name, telemetry), output, out)

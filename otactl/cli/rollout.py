@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from otactl.cli.common import ModelArg, OutputOpt, VersionArg, WorkspaceOpt
+from otactl.cli.common import ModelArg, OutputOpt, VersionArg, WorkspaceOpt, progress
 from otactl.cli.render import Output, emit_json, info, table
 
 app = typer.Typer(no_args_is_help=True)
@@ -81,7 +81,8 @@ def plan(model: str = ModelArg, version: str = VersionArg,
     from otactl.app.context import Context
 
     ctx = Context.open(workspace)
-    report = rollout.plan(ctx, model, version, plan_file)
+    with progress():
+        report = rollout.plan(ctx, model, version, plan_file)
     powered = None
     if telemetry is not None:
         from otactl.app.plan_power import plan_power
@@ -262,27 +263,24 @@ def approve(model: str = ModelArg, key: str = typer.Option(..., "--key", help="R
 def report(model: str = typer.Argument(..., metavar="MODEL|ROLLOUT_ID",
                                        help="A model (all its rollouts) or one rollout's id."),
            fmt: str = typer.Option("md", "--output", "-o", "--format",
-                                   help="md (Markdown) or html (a self-contained page); --format is an alias."),
+                                   help="md (Markdown), html (a self-contained page), json or table; "
+                                        "--format is an alias."),
            out: Path = typer.Option(None, "--out", help="Write here (default: stdout)."),
+           telemetry: str = TelemetryOpt,
            workspace: Path = WorkspaceOpt) -> None:
-    """A report of the model's rollouts: Markdown, or a self-contained HTML page with charts.
+    """A report of the model's rollouts, each in detail (or of one rollout): the same report as
+    `otactl report rollout`, whose MODEL form gives the index only.
 
     \b
     Example:
       otactl rollout report t9-engine -o html --out report.html
     """
-    from otactl.app import rollout
     from otactl.app.context import Context
+    from otactl.app.rollout_report import rollout_report
+    from otactl.cli.report import ReportOutput, render_rollout
     from otactl.errors import UsageError
 
-    fmt = {"markdown": "md"}.get(fmt, fmt)
-    if fmt not in ("md", "html"):
-        raise UsageError(f"--output {fmt!r}: use md or html")
-    text = rollout.report(Context.open(workspace), model, fmt)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        from otactl.fsutil import atomic_write
-
-        atomic_write(out, text.encode())
-        info(f"report written to {out}")
+    chosen = {"md": "markdown"}.get(fmt, fmt)
+    if chosen not in {o.value for o in ReportOutput}:
+        raise UsageError(f"--output {fmt!r}: use table, json, md or html")
+    render_rollout(rollout_report(Context.open(workspace), model, telemetry, every=True), ReportOutput(chosen), out)

@@ -1,4 +1,4 @@
-"""`otactl sim run`: simulate a fleet from a scenario file."""
+"""`otactl sim run|rollout`: simulate a fleet from a scenario file; tables, or ``-o json``."""
 
 from __future__ import annotations
 
@@ -57,8 +57,10 @@ def _render(doc: dict[str, Any]) -> None:
         table(f"{doc['scenario']}: {doc['new_release']} over {doc['old_release']}, {doc['devices']} devices (model)",
               columns, rows)
         return
-    rows = [[r["round"], r["policy"] or "", r["polled"], ", ".join(f"{k} {v}" for k, v in r["outcomes"].items()),
-             f"{r['seconds']:.1f}"] for r in doc["rounds"]]
+    from otactl.sim.full import outcome_text
+
+    rows = [[r["round"], r["policy"] or "", r["polled"], outcome_text(r["outcomes"]), f"{r['seconds']:.1f}"]
+            for r in doc["rounds"]]
     table(f"{doc['scenario']}: {doc['devices']} devices (full fidelity)",
           ["round", "policy published", "polled", "outcomes", "seconds"], rows)
     running = [[release, variant, n] for release, by in doc["running"].items() for variant, n in by.items()]
@@ -110,10 +112,29 @@ def rollout_cmd(
         emit_json("sim-rollout", {"workspace": str(sim.workspace_path),
                                   "rollouts": [r.to_json() for r in sim.rollouts]})
     else:
-        table("rollouts", ["release", "from", "status", "ring", "rounds", "devices that ran it"],
-              [[r.release, r.baseline, r.status, r.final_ring, r.rounds, r.exposed] for r in sim.rollouts])
-    statuses = {r.status for r in sim.rollouts}
-    if statuses & {"rolled_back", "paused"}:
-        raise typer.Exit(3)
-    if statuses - {"complete"}:
-        raise typer.Exit(4)
+        render_rollouts(sim.rollouts)
+    _exit(sim.rollouts)
+
+
+def render_rollouts(rollouts: list[Any]) -> None:
+    """Each rollout's outcome, then every decision the controller took (one row per step)."""
+    table("rollouts", ["release", "from", "rollout", "status", "ring", "rounds", "devices that ran it"],
+          [[r.release, r.baseline, r.rollout_id, r.status, r.final_ring, r.rounds, r.exposed] for r in rollouts])
+    table("controller decisions", ["round", "release", "action", "status", "ring", "reasons"],
+          [[s.round, r.release, s.action, s.status, s.ring, "; ".join(s.reasons) or "-"]
+           for r in rollouts for s in r.steps])
+
+
+def _exit(rollouts: list[Any]) -> None:
+    """Exit 3 when a gate rolled a rollout back or paused it, 4 when one is still waiting (the error model)."""
+    from otactl.errors import GateFailedError, WaitingError
+
+    stopped = [r for r in rollouts if r.status in ("rolled_back", "paused")]
+    if stopped:
+        raise GateFailedError("; ".join(f"rollout of {r.release} {r.status.replace('_', ' ')} at ring "
+                                        f"{r.final_ring!r}" for r in stopped))
+    waiting = [r for r in rollouts if r.status != "complete"]
+    if waiting:
+        raise WaitingError("; ".join(f"rollout of {r.release} still {r.status} at ring {r.final_ring!r} after "
+                                     f"{r.rounds} rounds" for r in waiting),
+                           hint="raise --max-rounds, or approve the rings that wait (--approve-with)")

@@ -139,6 +139,7 @@ def _record(where: Where, raw: dict[str, Any]) -> DeviceRecord:
 def _read_csv(path: Path) -> tuple[list[DeviceRecord], dict[str, int]]:
     records: list[DeviceRecord] = []
     lines: dict[str, int] = {}
+    keys: dict[str, tuple[str, int]] = {}
     name = str(path)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -165,7 +166,7 @@ def _read_csv(path: Path) -> tuple[list[DeviceRecord], dict[str, int]]:
                 if None in row:
                     raise InputFileError(name, "more values than header columns", line=line)
                 record = _record(where, {k: v for k, v in row.items() if v not in (None, "")})
-                _add(name, records, lines, record, line, "device_id")
+                _add(name, records, lines, keys, record, line, "")
     except FileNotFoundError:
         raise InputFileError(name, "file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -179,6 +180,7 @@ def _read_yaml(path: Path) -> tuple[list[DeviceRecord], dict[str, int]]:
         raise doc.error((), "must be a list of devices")
     records: list[DeviceRecord] = []
     lines: dict[str, int] = {}
+    keys: dict[str, tuple[str, int]] = {}
     for i, raw in enumerate(doc.data):
         if not isinstance(raw, dict):
             raise doc.error((i,), "each device must be a mapping")
@@ -190,17 +192,28 @@ def _read_yaml(path: Path) -> tuple[list[DeviceRecord], dict[str, int]]:
             return doc.error((i,) if fld is None else (i, fld), problem)
 
         record = _record(where, raw)
-        _add(doc.path, records, lines, record, doc.line((i,)) or 0, f"{i}.device_id")
+        _add(doc.path, records, lines, keys, record, doc.line((i,)) or 0, f"{i}.")
     return records, lines
 
 
-def _add(path: str, records: list[DeviceRecord], lines: dict[str, int], record: DeviceRecord, line: int,
-         fld: str) -> None:
+def _add(path: str, records: list[DeviceRecord], lines: dict[str, int], keys: dict[str, tuple[str, int]],
+         record: DeviceRecord, line: int, prefix: str) -> None:
+    """Append a record; a device id or a device public key seen before in the file is refused.
+
+    Two devices with one key would each be able to sign the other's reports (the ingest verifies a
+    report against the key its record binds), so a shared key is an inventory error, not a duplicate.
+    """
     first = lines.get(record.device_id)
     if first is not None:
         raise InputFileError(path, f"device {record.device_id!r} appears twice (first on line {first})",
-                             line=line, field=fld)
+                             line=line, field=f"{prefix}device_id")
+    owner = keys.get(record.public_key)
+    if owner is not None:
+        raise InputFileError(path, f"device {record.device_id!r} reuses the public key of device {owner[0]!r} "
+                             f"(line {owner[1]}); every device needs its own key", line=line,
+                             field=f"{prefix}public_key")
     lines[record.device_id] = line
+    keys[record.public_key] = (record.device_id, line)
     records.append(record)
 
 

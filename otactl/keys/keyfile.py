@@ -9,6 +9,13 @@ File format (JSON, mode 0600)::
 The secret key is sealed with libsodium's secret box under a key derived from the passphrase by
 Argon2id. The passphrase comes from ``OTACTL_KEY_PASSPHRASE_<NAME>`` (name upper-cased, ``-`` → ``_``),
 else ``OTACTL_KEY_PASSPHRASE``, else an interactive prompt on a TTY.
+
+A public-key file (``NAME.pub``, what a release manager hands to whoever runs ``otactl init``)::
+
+    {"schema": "otactl/public-key/1", "name": "alice", "keyid": "...", "public": "<hex>"}
+
+A key held by its owner elsewhere (another machine, a token) is named in a trust file by the URI
+``otactl-owner:NAME``: nothing on this machine can sign with it (decision 1105).
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ from securesystemslib.signer import SecretsHandler, Signature, Signer, SSlibKey
 from otactl.errors import KeyAccessError
 
 SCHEMA = "otactl/private-key/1"
+PUBLIC_SCHEMA = "otactl/public-key/1"
 URI_SCHEME = "otactl-file"
+OWNER_SCHEME = "otactl-owner"  # the private key is with its owner, not here (decision 1105)
 _KDF = nacl.pwhash.argon2id
 # libsodium's "interactive" Argon2id profile (64 MiB, 2 passes): OWASP-level for an offline file.
 OPSLIMIT = _KDF.OPSLIMIT_INTERACTIVE
@@ -62,13 +71,18 @@ def get_passphrase(name: str, *, confirm: bool = False) -> str:
             f"key {name!r}: no passphrase (set OTACTL_KEY_PASSPHRASE or "
             f"{passphrase_env_names(name)[0]}; no TTY to prompt on)"
         )
+    return prompt_passphrase(f"key {name!r}", confirm=confirm)
+
+
+def prompt_passphrase(label: str, *, confirm: bool = False) -> str:
+    """Ask on the TTY (the caller has checked there is one and that no variable applies)."""
     import getpass
 
-    first = getpass.getpass(f"Passphrase for key {name!r}: ")
+    first = getpass.getpass(f"Passphrase for {label}: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise KeyAccessError(f"key {name!r}: passphrases do not match")
+        raise KeyAccessError(f"{label}: passphrases do not match")
     if not first:
-        raise KeyAccessError(f"key {name!r}: empty passphrase")
+        raise KeyAccessError(f"{label}: empty passphrase")
     return first
 
 
@@ -207,6 +221,42 @@ def generate_keyfile(path: Path, name: str, passphrase: str) -> SSlibKey:
         Path(tmp).unlink(missing_ok=True)
         raise
     return pub
+
+
+def write_public(path: Path, name: str, public: SSlibKey) -> None:
+    """Write ``NAME.pub``: the public half only, safe to mail or commit."""
+    if path.exists():
+        raise KeyAccessError(f"{path}: a file already exists; refusing to overwrite it")
+    doc = {"schema": PUBLIC_SCHEMA, "name": name, "keyid": public.keyid, "public": public.keyval["public"]}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def read_public(path: Path) -> tuple[str, SSlibKey]:
+    """(name, public key) from a ``.pub`` file; a private key file is refused, not silently read."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyAccessError(f"{path}: public key file not found") from None
+    except OSError as exc:
+        raise KeyAccessError(f"{path}: cannot read public key file: {exc.strerror}") from None
+    try:
+        doc = json.loads(raw)
+        if isinstance(doc, dict) and doc.get("schema") == SCHEMA:
+            raise KeyAccessError(f"{path}: is a private key file; give its public half ({path.stem}.pub, "
+                                 "from `otactl keys generate NAME --out DIR`), the private key stays with its owner")
+        if not isinstance(doc, dict) or doc.get("schema") != PUBLIC_SCHEMA:
+            raise ValueError(f"not an otactl public key (schema {PUBLIC_SCHEMA})")
+        name = _text(doc, "name")
+        if not _is_hex(doc.get("public"), _PUBLIC_KEY_BYTES):
+            raise ValueError("public: must be an ed25519 public key, 64 hex digits")
+        pub = public_key(doc["public"])
+        if pub.keyid != doc.get("keyid"):
+            raise ValueError("keyid does not match the public key")
+    except RecursionError:
+        raise KeyAccessError(f"{path}: not an otactl public key file (JSON nested too deeply)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyAccessError(f"{path}: not an otactl public key file ({' '.join(str(exc).split())})") from None
+    return name, pub
 
 
 class FileSigner(Signer):

@@ -57,8 +57,9 @@ def config_blobs(manifest: Manifest) -> list[TargetBlob]:
     ]
 
 
-def descriptor_blob(manifest: Manifest, firmware: dict[str, TargetBlob], configs: list[TargetBlob]) -> TargetBlob:
-    doc = {
+def descriptor_blob(manifest: Manifest, firmware: dict[str, TargetBlob], configs: list[TargetBlob],
+                    deltas: list[TargetBlob] | None = None) -> TargetBlob:
+    doc: dict[str, Any] = {
         "schema": "otactl/release/1",
         "model": manifest.model,
         "version": manifest.version,
@@ -71,6 +72,15 @@ def descriptor_blob(manifest: Manifest, firmware: dict[str, TargetBlob], configs
         "stepping_stone": manifest.stepping_stone,
         "notes": manifest.notes,
     }
+    if deltas:  # optional: a descriptor without deltas is byte for byte what it was before them
+        by_rev: dict[str, list[dict[str, Any]]] = {}
+        for d in deltas:
+            info = d.custom["delta"]
+            for rev in d.custom["hardware_revisions"]:
+                by_rev.setdefault(rev, []).append({
+                    "target": d.path, "length": d.length, "sha256": d.sha256,
+                    "source_version": info["source_version"], "source_sha256": info["source_sha256"]})
+        doc["deltas"] = {rev: sorted(refs, key=lambda r: r["target"]) for rev, refs in sorted(by_rev.items())}
     custom = {"model": manifest.model, "version": manifest.version,
               "security_version": manifest.security_version, "variants": sorted(manifest.variants),
               "hardware_revisions": sorted(firmware)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from securesystemslib.signer import Key
 from tuf.api.metadata import TargetFile
 
 from otactl.errors import UsageError
@@ -79,3 +80,18 @@ def get_custom(target: TargetFile) -> dict[str, Any]:
     custom = target.unrecognized_fields.get("custom", {})
     value = custom.get("otactl", {}) if isinstance(custom, dict) else {}
     return value if isinstance(value, dict) else {}
+
+
+KEY_NAME_FIELD = "x-otactl-keyname"  # like tuf-on-ci's x-tuf-on-ci-keyowner: who holds a key, signed
+
+
+def name_key(key: Key, name: str) -> Key:
+    """Record the trust file's name of ``key`` inside the signed metadata (root, delegations), so a
+    release manager's machine, which has no trust file, can say who signed (decision 1105)."""
+    key.unrecognized_fields[KEY_NAME_FIELD] = name
+    return key
+
+
+def key_name(key: Key) -> str | None:
+    value = key.unrecognized_fields.get(KEY_NAME_FIELD)
+    return value if isinstance(value, str) and _NAME.match(value) else None

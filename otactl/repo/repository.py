@@ -34,6 +34,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
 import otactl.keys.keyfile as keyfile
+from otactl import progress
 from otactl.errors import ConflictError, NotFoundError, StoreError, VerificationError
 from otactl.repo import layout
 from otactl.repo.canonical import CANONICAL
@@ -63,7 +64,7 @@ def meta_file(role: str, version: int, data: bytes) -> MetaFile:
 
 
 def _public(trust: TrustConfig, name: str) -> Key:
-    return keyfile.public_key(trust.key(name).public)
+    return layout.name_key(keyfile.public_key(trust.key(name).public), name)
 
 
 def _parse(store: BlobStore, key: str) -> Metadata[Any]:
@@ -90,6 +91,7 @@ class Repository:
         self._root_changed = False
         self._old_root: Metadata[Root] | None = None
         self._force_online = False
+        self.deferred: dict[str, Metadata[Targets]] = {}  # made by create(defer=...), not published
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -156,8 +158,11 @@ class Repository:
     # ------------------------------------------------------------------ creating
     @classmethod
     def create(cls, store: BlobStore, trust: TrustConfig, signers: SignerPool, now: datetime,
-               consistent_snapshot: bool = True) -> Repository:
+               consistent_snapshot: bool = True, defer: Iterable[str] = ()) -> Repository:
+        """A new repository; the roles in ``defer`` are made (version 1, in ``deferred``) but not
+        published: their signers are elsewhere (``otactl.app.bootstrap``)."""
         repo = cls(store, trust, signers, now)
+        deferred = set(defer)
         root = Root(expires=repo._expiry("root"), consistent_snapshot=consistent_snapshot)
         for name in layout.TOP_LEVEL:
             r = trust.role(name)
@@ -183,7 +188,10 @@ class Repository:
                 targets.add_key(_public(trust, k), name)
         repo._add_new("targets", targets)
         for name in plain:
-            repo._add_new(name, Targets(expires=repo._expiry(name)))
+            if name in deferred:
+                repo.deferred[name] = Metadata(Targets(version=1, expires=repo._expiry(name)))
+            else:
+                repo._add_new(name, Targets(expires=repo._expiry(name)))
         devices = Targets(expires=repo._expiry("devices"))
         bins_role = trust.role("devices")
         succinct = SuccinctRoles([], bins_role.threshold, trust.bin_bit_length, layout.BIN_PREFIX)
@@ -253,6 +261,14 @@ class Repository:
 
     def sign_all(self) -> list[tuple[str, bytes]]:
         """Sign every changed role, snapshot and timestamp; return files in publication order."""
+        if self._force_online:
+            for name in self.role_names():
+                if name != "targets" and (name in ("rollouts", "devices") or name.startswith("devices-")):
+                    self.edit(name)
+        with progress.task("signing metadata", len(self._changed) + 2 + self._root_changed) as signing:
+            return self._sign_all(signing)
+
+    def _sign_all(self, signing: progress.Task) -> list[tuple[str, bytes]]:
         files: list[tuple[str, bytes]] = []
         root_files: list[tuple[str, bytes]] = []
         if self._root_changed:
@@ -274,10 +290,7 @@ class Repository:
                 self._old_root.verify_delegate("root", self.root)  # old keys vouch for the new root
             data = to_bytes(self.root)
             root_files = [(layout.metadata_key("root", root.version), data), (layout.metadata_key("root", None), data)]
-        if self._force_online:
-            for name in self.role_names():
-                if name != "targets" and (name in ("rollouts", "devices") or name.startswith("devices-")):
-                    self.edit(name)
+            signing.advance()
         snapshot = self.snapshot.signed
         # delegators sign after their delegates' keys are settled: targets, devices, then the rest
         order = sorted(self._changed, key=lambda n: (n != "targets", n != "devices"))
@@ -291,6 +304,7 @@ class Repository:
             data = to_bytes(md)
             files.append((layout.metadata_key(name, md.signed.version), data))
             snapshot.meta[f"{name}.json"] = meta_file(name, md.signed.version, data)
+            signing.advance()
         self._hash_unchanged_roles()
         snapshot.version += 1
         snapshot.expires = self._expiry("snapshot")
@@ -298,6 +312,7 @@ class Repository:
         self._check_threshold("snapshot", self.snapshot, self.root)
         snapshot_bytes = to_bytes(self.snapshot)
         files.append((layout.metadata_key("snapshot", snapshot.version), snapshot_bytes))
+        signing.advance()
         ts = self.timestamp.signed
         ts.snapshot_meta = meta_file("snapshot", snapshot.version, snapshot_bytes)
         ts.version += 1
@@ -305,6 +320,7 @@ class Repository:
         self._sign("timestamp", self.timestamp, self._keys_for("timestamp"))
         self._check_threshold("timestamp", self.timestamp, self.root)
         files.append((layout.metadata_key("timestamp", None), to_bytes(self.timestamp)))
+        signing.advance()
         # A new root goes last: a device fetches N+1.root.json before timestamp.json, so a root that
         # appeared first would make it distrust the old timestamp (crash or not) when a top-level
         # key rotates. Until the root appears, the old root's keys also signed the roles above.
@@ -364,17 +380,19 @@ def replay_journal(store: BlobStore) -> list[str]:
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"{store.url}{JOURNAL_KEY}: corrupt publication journal ({exc})") from exc
     ts_key = layout.metadata_key("timestamp", None)
-    for key, data in files:
-        if key == ts_key:
-            base = journal.get("base_timestamp_etag")
-            try:
-                current = store.get_versioned(ts_key)
-            except NotFoundError:
-                current = None
-            if current is None or current.data != data:
-                store.put_if(ts_key, data, None if current is None else current.etag)
-                del base  # the journal is the lock: no other writer moved timestamp meanwhile
-        else:
-            store.put(key, data)
+    with progress.task("writing metadata", len(files)) as writing:
+        for key, data in files:
+            if key == ts_key:
+                base = journal.get("base_timestamp_etag")
+                try:
+                    current = store.get_versioned(ts_key)
+                except NotFoundError:
+                    current = None
+                if current is None or current.data != data:
+                    store.put_if(ts_key, data, None if current is None else current.etag)
+                    del base  # the journal is the lock: no other writer moved timestamp meanwhile
+            else:
+                store.put(key, data)
+            writing.advance()
     store.delete(JOURNAL_KEY)
     return [k for k, _ in files]

@@ -32,6 +32,8 @@ class SignerPool:
             return False
         uri = self.workspace.resolve_uri(entry.uri) if self.workspace else entry.uri
         scheme, _, path = uri.partition(":")
+        if scheme == keyfile.OWNER_SCHEME:
+            return False
         if scheme == keyfile.URI_SCHEME:
             from pathlib import Path
 
@@ -42,6 +44,11 @@ class SignerPool:
         if name not in self._cache:
             entry = self.trust.key(name)
             uri = self.workspace.resolve_uri(entry.uri) if self.workspace else entry.uri
+            if uri.partition(":")[0] == keyfile.OWNER_SCHEME:
+                raise KeyAccessError(
+                    f"key {name!r}: its private key is not here ({entry.uri}: held by its owner); "
+                    f"{name} signs from their own signer workspace",
+                    hint="see docs/key-custody.md (`otactl join`, then `otactl release approve` there)")
             try:
                 self._cache[name] = Signer.from_priv_key_uri(uri, keyfile.public_key(entry.public))
             except KeyAccessError:

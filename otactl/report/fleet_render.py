@@ -3,13 +3,13 @@ comes from :class:`~otactl.report.fleet.FleetReport`, so all formats show the sa
 
 Device ids, models, variants, releases and source errors are untrusted text: the Markdown escapes them
 with the rollout report's :func:`~otactl.report.rollouts.md_text`, the HTML page renders that Markdown
-with raw HTML disabled, and the SVG chart escapes its labels with :func:`html.escape`.
+with raw HTML disabled, and the chart's labels are escaped by matplotlib's SVG writer, mathtext off
+(otactl/report/charts.py).
 """
 
 from __future__ import annotations
 
 import html
-import math
 from typing import Any
 
 from otactl.report.fleet import Compliance, FleetReport, ModelSummary, TargetSource, label
@@ -100,60 +100,31 @@ def markdown(r: FleetReport) -> str:
     return "\n".join(out) + "\n"
 
 
-def _ticks(top: int) -> list[int]:
-    """Round ticks (a step of 1, 2 or 5 times a power of ten) from 0 to at least ``top``, at most six."""
-    step, i = 1, 0
-    while math.ceil(max(top, 1) / step) > 5:
-        i += 1
-        step = (1, 2, 5)[i % 3] * 10 ** (i // 3)
-    return list(range(0, step * math.ceil(max(top, 1) / step) + 1, step))
-
-
-def bar_chart(m: ModelSummary) -> str:
-    """Devices per running release: horizontal bars, release axis, device axis with ticks, counts shown."""
-    bars = list(m.releases.items())
-    if not bars:
+def bar_chart(m: ModelSummary, n: int = 0) -> str:
+    """Devices per running release (newest first, unknown last): a matplotlib bar chart (otactl/report/charts.py)
+    with a release axis and a device axis, each bar's count written beside it."""
+    if not m.releases:
         return ""
-    left, right, row_h, top_pad, bottom = 110, 40, 22, 10, 40
-    width = 560
-    plot_w = width - left - right
-    height = top_pad + row_h * len(bars) + bottom
-    ticks = _ticks(max(n for _, n in bars))
-    scale = plot_w / ticks[-1] if ticks[-1] else 0.0
-    axis_y = top_pad + row_h * len(bars)
-    parts = [f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{axis_y}" stroke="#333"/>',
-             f'<line x1="{left}" y1="{axis_y}" x2="{left + plot_w}" y2="{axis_y}" stroke="#333"/>']
-    for t in ticks:
-        x = left + t * scale
-        parts.append(f'<line x1="{x:.1f}" y1="{axis_y}" x2="{x:.1f}" y2="{axis_y + 4}" stroke="#333"/>'
-                     f'<text x="{x:.1f}" y="{axis_y + 15}" font-size="10" text-anchor="middle">{t}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" font-size="11" text-anchor="middle">'
-                 f'devices</text>')
-    parts.append(f'<text x="12" y="{top_pad + row_h * len(bars) / 2:.1f}" font-size="11" text-anchor="middle" '
-                 f'transform="rotate(-90 12 {top_pad + row_h * len(bars) / 2:.1f})">release</text>')
-    for i, (release, n) in enumerate(bars):
-        y = top_pad + i * row_h
-        colour = "#95a5a6" if release == "unknown" else "#2e86c1"
-        parts.append(f'<text x="{left - 6}" y="{y + row_h / 2 + 4:.1f}" font-size="11" text-anchor="end">'
-                     f'{html.escape(release)}</text>')
-        parts.append(f'<rect x="{left}" y="{y + 3}" width="{n * scale:.1f}" height="{row_h - 6}" fill="{colour}">'
-                     f'<title>{html.escape(release)}: {n} devices</title></rect>')
-        parts.append(f'<text class="count" x="{left + n * scale + 4:.1f}" y="{y + row_h / 2 + 4:.1f}" '
-                     f'font-size="11">{n}</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-            f'aria-label="{html.escape(m.model)}: devices per running release">{"".join(parts)}</svg>')
+    from otactl.report import charts
+
+    labels = list(m.releases)
+    return charts.bar_chart(labels, [m.releases[x] for x in labels], xlabel="devices", ylabel="release",
+                            prefix=f"f{n}", title=f"{m.model}: devices per running release",
+                            muted=[x == "unknown" for x in labels])
 
 
 def html_page(r: FleetReport) -> str:
     import markdown_it  # rich depends on markdown-it-py: already installed with otactl
 
     md = markdown_it.MarkdownIt("commonmark", {"html": False}).enable("table")  # raw HTML stays text
-    charts = "".join(f"<h3>{html.escape(m.model)}: devices per running release</h3>{bar_chart(m)}"
-                     for m in r.models if m.releases)
+    charts = "".join(f"<h3>{html.escape(m.model)}: devices per running release</h3>{bar_chart(m, i)}"
+                     for i, m in enumerate(r.models) if m.releases)
     body = md.render(markdown(r).split("\n", 2)[-1])  # without the title: the page has its own
     style = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;font-size:.85em;margin-bottom:1em}"
-             "td,th{border:1px solid #ccc;padding:2px 6px}@media print{body{max-width:none}}")
+             "td,th{border:1px solid #ccc;padding:2px 6px}svg.chart{max-width:100%;height:auto;display:block}"
+             "@media print{body{max-width:none;margin:0}svg.chart{break-inside:avoid;page-break-inside:avoid}"
+             "tr{break-inside:avoid}}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>otactl fleet report</title>"
             f"<style>{style}</style></head><body><h1>Fleet report</h1>{body}"
             f"<h2>Version distribution</h2>{charts or '<p>No devices.</p>'}</body></html>\n")

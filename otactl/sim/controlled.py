@@ -20,7 +20,7 @@ from typing import Any
 
 from otactl.app import rollout as controller
 from otactl.app.context import Context, utcnow
-from otactl.sim.full import FullSimulation, RoundStats
+from otactl.sim.full import FullSimulation, RoundStats, outcome_text
 from otactl.sim.scenario import PolicyStep, Scenario
 from otactl.sim.workspace import SimWorkspace
 from otactl.telemetry.source import TelemetrySource
@@ -41,19 +41,36 @@ class Telemetry:
 TelemetryFactory = Callable[[str, Path], contextlib.AbstractContextManager[Telemetry]]
 
 
+@dataclass(frozen=True)
+class ControllerStep:
+    """What the controller decided after one round of the devices."""
+
+    round: int
+    action: str
+    status: str
+    ring: str
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "action": self.action, "status": self.status, "ring": self.ring,
+                "reasons": list(self.reasons)}
+
+
 @dataclass
 class RolloutRun:
     release: str
     baseline: str
     rollout_id: str = ""
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[ControllerStep] = field(default_factory=list)
     status: str = "running"
     final_ring: str = ""
     rounds: int = 0
     exposed: int = 0  # devices that ran the release at any point
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {"release": self.release, "baseline": self.baseline, "rollout_id": self.rollout_id,
+                "status": self.status, "final_ring": self.final_ring, "rounds": self.rounds,
+                "exposed": self.exposed, "steps": [s.to_json() for s in self.steps]}
 
 
 @dataclass(frozen=True)
@@ -125,7 +142,7 @@ class ControlledSimulation(FullSimulation):
                 out = self._poll(pool, online)
                 stats.append(RoundStats(rnd, f"baseline {self.baseline}", sum(out.values()), dict(out),
                                         time.monotonic() - t0, 0.0))
-                self.progress(f"round {rnd}: fleet on baseline {self.baseline}: {dict(out)}")
+                self.progress(f"round {rnd}: fleet on baseline {self.baseline}: {outcome_text(out)}")
                 rnd += 1
             rnd -= 1
             baseline = self.baseline
@@ -151,9 +168,9 @@ class ControlledSimulation(FullSimulation):
                         paused_at = None
                     telemetry.settle()
                     result = controller.step(self._ctx(ws), model, source)
-                    run.steps.append({"round": rnd, "action": result.action, "status": result.status,
-                                      "ring": result.ring, "reasons": result.reasons})
-                    self.progress(f"round {rnd}: {dict(out)}; controller: {result.action} -> {result.status} "
+                    run.steps.append(ControllerStep(rnd, str(result.action), str(result.status), result.ring,
+                                                    tuple(result.reasons)))
+                    self.progress(f"round {rnd}: {outcome_text(out)}; controller: {result.action} -> {result.status} "
                                   f"at {result.ring!r}" + (f" ({result.reasons[0]})" if result.reasons else ""))
                     if result.action == "await_approval":
                         for key in self.hooks.approve_with:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,11 @@ from otactl.sim.scenario import Scenario
 from otactl.sim.workspace import SimWorkspace
 
 Progress = Callable[[str], None]
+
+
+def outcome_text(outcomes: Mapping[str, int]) -> str:
+    """``committed 3, none 9``: a round's check outcomes for a person, by name (``-``: none)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "-"
 
 
 @dataclass
@@ -182,7 +187,7 @@ class FullSimulation:
                                    time.process_time() - cpu0)
                 out.append(stats)
                 self.progress(f"round {rnd}: {label or '-'}; {stats.polled} polled; "
-                              f"{', '.join(f'{k} {v}' for k, v in stats.outcomes.items())} ({stats.seconds:.1f}s)")
+                              f"{outcome_text(stats.outcomes)} ({stats.seconds:.1f}s)")
         return out
 
     def _result(self, rounds: list[RoundStats], seconds: float, repo_url: str, ingest_url: str,

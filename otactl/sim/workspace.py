@@ -57,7 +57,7 @@ class SimWorkspace:
         passphrase = os.environ.get(PASSPHRASE_ENV) or secrets.token_urlsafe(24)
         with _passphrase_in_env(passphrase):
             init_workspace(path, store_url=None, endpoint_url=None, release_managers=["release-manager"],
-                           approvals=1, bin_bit_length=bin_bits, now=utcnow())
+                           approvals=1, bin_bit_length=bin_bits, now=utcnow(), shared_passphrase=True)
         return cls.open(path, passphrase)
 
     @classmethod

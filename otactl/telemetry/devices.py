@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,9 +21,12 @@ import nacl.signing
 from otactl.errors import InputFileError
 from otactl.telemetry.report import DeviceId, check_identifier
 from otactl.telemetry.source import StratumKey
-from otactl.yamlio import load_yaml
+from otactl.yamlio import FieldPath, load_yaml
 
 DEVICE_SCHEMA = "otactl/device/1"
+FLEET_LIST_SCHEMA = "otactl/fleet/1"  # what `otactl fleet list -o json` writes: {"schema", "devices": [...]}
+_SHAPES = (f"a list of device records, or a fleet listing from `otactl fleet list -o json` "
+           f"(schema {FLEET_LIST_SCHEMA}, devices: [...])")
 _RECORD_FIELDS = frozenset(
     {"schema", "device_id", "model", "hardware_revision", "variant", "region", "tags", "pin",
      "public_key"}
@@ -132,37 +135,51 @@ class DeviceRegistry:
 
 
 def load_registry(path: Path) -> DeviceRegistry:
-    """Read a JSON or YAML list of device records; errors name the file, line and field."""
+    """Read device records, as a JSON or YAML list or as ``otactl fleet list -o json`` wrote them;
+    errors name the file, line and field."""
     where = str(path)
+    line: Callable[[FieldPath], int | None]
     if path.suffix.lower() == ".json":
         try:
             items = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise InputFileError(where, f"cannot read devices file: {exc}") from None
         except ValueError as exc:
-            line = getattr(exc, "lineno", None)
-            raise InputFileError(where, f"not valid JSON: {exc}", line=line) from None
-        if not isinstance(items, list):
-            raise InputFileError(where, "must be a list of device records")
-        line_of: dict[int, int | None] = {}
+            raise InputFileError(where, f"not valid JSON: {exc}", line=getattr(exc, "lineno", None)) from None
+        line = lambda _at: None  # noqa: E731 - json keeps no line numbers
     else:
         doc = load_yaml(path)
-        items = doc.data
-        if not isinstance(items, list):
-            raise InputFileError(where, "must be a list of device records", line=doc.line(()))
-        line_of = {index: doc.line((index,)) for index in range(len(items))}
+        items, line = doc.data, doc.line
+    records, base = _records_of(items, where, line)
     registry = DeviceRegistry()
-    for index, item in enumerate(items):
-        prefix = f"[{index}]"
+    for index, item in enumerate(records):
+        at: FieldPath = (*base, index)
+        prefix = f"{'.'.join(map(str, base))}[{index}]"
         if not isinstance(item, dict):
-            problem = "a device record must be a mapping"
-            raise InputFileError(where, problem, line=line_of.get(index), field=prefix)
+            raise InputFileError(where, "a device record must be a mapping", line=line(at), field=prefix)
         try:
             device = EnrolledDevice.from_mapping(item)
             registry.add(device)
         except RecordError as exc:
             field = prefix if exc.field is None else f"{prefix}.{exc.field}"
-            raise InputFileError(where, exc.problem, line=line_of.get(index), field=field) from None
+            raise InputFileError(where, exc.problem, line=line(at), field=field) from None
         except ValueError as exc:
-            raise InputFileError(where, str(exc), line=line_of.get(index), field=prefix) from None
+            raise InputFileError(where, str(exc), line=line(at), field=prefix) from None
     return registry
+
+
+def _records_of(doc: Any, where: str, line: Callable[[FieldPath], int | None]) -> tuple[list[Any], FieldPath]:
+    """The list of records and where it sits: the document itself, or ``devices`` of a fleet listing."""
+    if isinstance(doc, list):
+        return doc, ()
+    if not isinstance(doc, dict):
+        raise InputFileError(where, f"must be {_SHAPES}", line=line(()))
+    if doc.get("schema") != FLEET_LIST_SCHEMA:
+        got = "missing" if "schema" not in doc else f"{doc['schema']!r:.60} is not {FLEET_LIST_SCHEMA!r}"
+        raise InputFileError(where, f"{got}; the file must be {_SHAPES}", line=line(("schema",)), field="schema")
+    unknown = sorted(str(k) for k in doc if k not in ("schema", "devices"))
+    if unknown:
+        raise InputFileError(where, "unknown field in a fleet listing", line=line((unknown[0],)), field=unknown[0])
+    if not isinstance(doc.get("devices"), list):
+        raise InputFileError(where, "must be a list of device records", line=line(("devices",)), field="devices")
+    return doc["devices"], ("devices",)

@@ -167,11 +167,49 @@ _FIELDS = frozenset(
     {"schema", "device_id", "seq", "time", "model", "variant", "region", "ring", "release",
      "kind", "event", "reason", "health"}
 )  # fmt: skip
+_FIELDS_WITH_TRANSFER = _FIELDS | {"transfer"}  # optional, on a downloaded event only (decision 1201)
+
+
+class TransferMode(StrEnum):
+    DELTA = "delta"
+    FULL = "full"
+
+
+_MODES = {m.value: m for m in TransferMode}
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """How a ``downloaded`` event's image came: as a signed delta or as the full image, and the bytes fetched."""
+
+    mode: TransferMode
+    bytes: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, TransferMode):
+            raise ValueError(f"transfer.mode must be one of {sorted(_MODES)}, got {self.mode!r}")
+        _count("transfer.bytes", self.bytes)
+
+    @classmethod
+    def from_mapping(cls, data: object) -> Transfer:
+        if not isinstance(data, dict) or set(data) != {"mode", "bytes"}:
+            raise ValueError("transfer must be an object with exactly mode and bytes")
+        mode = _MODES.get(data["mode"]) if isinstance(data["mode"], str) else None
+        if mode is None:
+            raise ValueError(f"transfer.mode must be one of {sorted(_MODES)}, got {data['mode']!r}")
+        return cls(mode, data["bytes"])
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"mode": self.mode.value, "bytes": self.bytes}
 
 
 @dataclass(frozen=True)
 class Report:
-    """One device report (``otactl/report/1``). ``ring`` is None for a device in no ring."""
+    """One device report (``otactl/report/1``). ``ring`` is None for a device in no ring.
+
+    ``transfer`` is optional and only on a ``downloaded`` event; a report without it has exactly
+    the payload it had before the field existed (the key is left out, not null).
+    """
 
     device_id: DeviceId
     seq: int
@@ -185,6 +223,7 @@ class Report:
     event: Event | None = None
     reason: str | None = None
     health: Health | None = field(default=None)
+    transfer: Transfer | None = None
 
     def __post_init__(self) -> None:
         for name in ("device_id", "model", "variant", "region", "release"):
@@ -208,11 +247,14 @@ class Report:
             not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_LEN or _CONTROL.search(self.reason)
         ):
             raise ValueError(f"reason must be text of at most {MAX_REASON_LEN} characters")
+        if self.transfer is not None and (not isinstance(self.transfer, Transfer)
+                                          or self.event is not Event.DOWNLOADED):
+            raise ValueError("transfer belongs on a downloaded event only")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Report:
-        if data.keys() != _FIELDS:
-            unknown = set(data) - _FIELDS
+        if data.keys() != _FIELDS and data.keys() != _FIELDS_WITH_TRANSFER:
+            unknown = set(data) - _FIELDS_WITH_TRANSFER
             if unknown:
                 raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
             raise ValueError(f"missing field {sorted(_FIELDS - set(data))[0]!r}")
@@ -243,10 +285,11 @@ class Report:
             event=event,
             reason=data["reason"],
             health=None if health is None else Health.from_mapping(health),
+            transfer=None if "transfer" not in data else Transfer.from_mapping(data["transfer"]),
         )
 
     def to_mapping(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "schema": SCHEMA,
             "device_id": self.device_id,
             "seq": self.seq,
@@ -261,6 +304,9 @@ class Report:
             "reason": self.reason,
             "health": None if self.health is None else self.health.to_mapping(),
         }
+        if self.transfer is not None:
+            doc["transfer"] = self.transfer.to_mapping()
+        return doc
 
     def to_payload(self) -> str:
         """The canonical JSON string a device signs."""

@@ -15,7 +15,7 @@ import httpx
 import nacl.signing
 
 from otactl.telemetry.devices import EnrolledDevice
-from otactl.telemetry.report import DeviceId, Envelope, Event, Health, Kind, Report, sign_report
+from otactl.telemetry.report import DeviceId, Envelope, Event, Health, Kind, Report, Transfer, sign_report
 
 
 class DeviceReporter:
@@ -45,9 +45,11 @@ class DeviceReporter:
         return report
 
     def event(
-        self, release: str, ring: str | None, event: Event, time: datetime, reason: str | None = None
+        self, release: str, ring: str | None, event: Event, time: datetime, reason: str | None = None,
+        transfer: Transfer | None = None,
     ) -> Envelope:
-        return self.sign(self._report(release, ring, time, kind=Kind.EVENT, event=event, reason=reason))
+        return self.sign(self._report(release, ring, time, kind=Kind.EVENT, event=event, reason=reason,
+                                      transfer=transfer))
 
     def health(
         self,

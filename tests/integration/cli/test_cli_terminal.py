@@ -7,27 +7,30 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import subprocess
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.repo import assert_one_error_line, cli_env, ok, otactl_argv, run_otactl
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[3]
 
 BOXES = set("─│┃━┏╭╰…")
 
 
 def on_a_terminal(*args: str, cwd: Path, env: dict[str, str], stdout_tty: bool = True,
-                  timeout: float = 60) -> tuple[int, str, str]:
+                  timeout: float = 60, term: str = "xterm-256color") -> tuple[int, str, str]:
     """Run otactl with stderr (and stdout unless ``stdout_tty`` is False) on a pseudo-terminal.
 
     Returns (exit code, what the terminal got, what a piped stdout got)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([*otactl_argv(), *args], cwd=cwd, env={**env, "TERM": "xterm-256color"},
+    proc = subprocess.Popen([*otactl_argv(), *args], cwd=cwd, env={**env, "TERM": term},
                             stdin=subprocess.DEVNULL, stderr=slave,
                             stdout=slave if stdout_tty else subprocess.PIPE)
     os.close(slave)
@@ -197,3 +200,47 @@ def test_no_ansi_in_piped_output_even_without_no_color(workspace: Path) -> None:
     for args in (["keys", "list"], ["repo", "status"], ["--help"]):
         result = ok(run_otactl(*args, cwd=workspace, env=env))
         assert not re.search("\x1b", result.stdout + result.stderr), args
+
+
+# (command, what must be done first, the bars' descriptions the services report, a check of stdout)
+INVENTORY = str(ROOT / "examples/fleet/inventory.csv")
+IMPORT = ("fleet", "import", INVENTORY)
+PROGRESS_CASES = {
+    "release build": (["release", "build", str(ROOT / "manifests/t9-engine-2.0.0.yaml")], [],
+                      ["hashing t9-revA-2.0.0.bin", "hashing t9-revB-2.0.0.bin", "copying images to the store"],
+                      lambda out: out.startswith("t9-engine/2.0.0: staged")),
+    "fleet import": ([*IMPORT, "-o", "json"], [],
+                     ["writing device records", "signing metadata", "writing metadata"],
+                     lambda out: json.loads(out)["devices"] == 12),
+    "repo verify": (["repo", "verify", "-o", "json"], [IMPORT], ["reading role metadata", "verifying targets"],
+                    lambda out: json.loads(out)["targets_checked"] == 12),
+    "fleet list": (["fleet", "list", "-o", "json"], [IMPORT], ["reading device hash bins", "reading device records"],
+                   lambda out: len(json.loads(out)["devices"]) == 12),
+    "rollout plan": (["rollout", "plan", "t9-engine", "2.0.0", "--plan", str(ROOT / "canary/demo.yaml"), "-o", "json"],
+                     [IMPORT], ["reading device records"], lambda out: json.loads(out)["fleet_devices"] == 12),
+}
+
+
+@pytest.mark.parametrize("args, before, bars, result", PROGRESS_CASES.values(), ids=PROGRESS_CASES.keys())
+def test_long_work_shows_bars_on_a_terminal_and_nothing_when_piped(
+        workspace: Path, args: list[str], before: list[tuple[str, ...]], bars: list[str], result: Any) -> None:
+    for step in before:
+        ok(run_otactl(*step, cwd=workspace))
+    piped_copy = workspace.parent / "piped"
+    shutil.copytree(workspace, piped_copy, symlinks=True)
+    code, seen, out = on_a_terminal(*args, cwd=workspace, env=cli_env(), stdout_tty=False)
+    assert code == 0, seen
+    for bar in bars:
+        assert bar in seen, (bar, seen[-2000:])
+    assert result(out), out  # stdout holds the result alone, JSON included
+    quiet = ok(run_otactl(*args, cwd=piped_copy))
+    assert quiet.stderr == ""  # piped: no bar, no line, no escape
+    assert result(quiet.stdout)
+
+
+def test_a_dumb_terminal_gets_no_progress(workspace: Path) -> None:
+    code, seen, out = on_a_terminal(*IMPORT, "-o", "json", cwd=workspace, env=cli_env(), stdout_tty=False,
+                                    term="dumb")
+    assert code == 0 and json.loads(out)["devices"] == 12
+    assert seen == "", seen  # TERM=dumb cannot move the cursor: no redrawn display at all
+

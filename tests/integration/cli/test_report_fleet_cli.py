@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nacl.signing
 import pytest
+from fixtures import charts
 from fixtures.repo import PASSPHRASE, init_workspace, ok, run_otactl
 
 from otactl.fleet.records import load_inventory
@@ -126,11 +126,10 @@ def test_json_and_html_reports_from_signed_fleet_and_telemetry(ws: Path, tmp_pat
     assert result.stdout == "" and str(out) in result.stderr
     page = out.read_text()
     assert "<script" not in page and "<link" not in page
-    svg = re.search(r"<svg.*?</svg>", page, re.S)
-    assert svg is not None
-    labels = re.findall(r'text-anchor="end">(.*?)</text>', svg.group(0))
-    counts = [int(n) for n in re.findall(r'<text class="count"[^>]*>(\d+)</text>', svg.group(0))]
-    assert dict(zip(labels, counts, strict=True)) == releases
+    assert charts.external_references(page) == []
+    (svg,) = charts.svgs(page)
+    counts = [int(n) for n in charts.values(svg, "count")]
+    assert dict(zip(charts.values(svg, "label"), counts, strict=True)) == releases
 
 
 def test_the_model_filter_and_markdown(ws: Path) -> None:

@@ -42,7 +42,8 @@ def test_two_concurrent_steps_on_s3(tmp_path: Path, s3_endpoint: str, s3_bucket:
     monkeypatch.setenv("OTACTL_KEY_PASSPHRASE", "s3-test-passphrase")
     ws = tmp_path / "ws"
     init_workspace(ws, store_url=f"s3://{s3_bucket}/fleet", endpoint_url=s3_endpoint,
-                   release_managers=["release-manager"], approvals=1, bin_bit_length=2, now=utcnow())
+                   release_managers=["release-manager"], approvals=1, bin_bit_length=2, now=utcnow(),
+                   shared_passphrase=True)
     ctx = Context.open(ws)
     assert ctx.store.url.startswith("s3://")
     for name in ("t9-engine-2.0.0.yaml", "t9-engine-2.1.0.yaml"):

@@ -61,7 +61,7 @@ def test_good_release_completes_and_bad_release_is_rolled_back_at_canary(tmp_pat
                    ["2.1.0", "2.2.0"])
     good, bad = sim.rollouts
     assert (good.status, good.final_ring) == ("complete", "all")
-    assert [s["ring"] for s in good.steps if s["action"] == "advance"] == ["canary", "half", "all"]
+    assert [s.ring for s in good.steps if s.action == "advance"] == ["canary", "half", "all"]
     assert (bad.status, bad.final_ring) == ("rolled_back", "canary")
     assert bad.exposed < 0.25 * len(sim.agents)  # stopped before the half ring
     # every device ends on the last known good release, none on the bad one
@@ -77,7 +77,7 @@ def test_regression_in_one_variant_is_rolled_back(tmp_path: Path) -> None:
                    baseline="2.1.0")
     (run,) = sim.rollouts
     assert run.status == "rolled_back" and run.final_ring != "all", run.steps
-    reasons = " ".join(r for s in run.steps for r in s["reasons"])
+    reasons = " ".join(r for s in run.steps for r in s.reasons)
     assert "hp-500" in reasons  # the stratum at fault is named in the evidence
     # every device went back to 2.1.0, except one whose simulated first boot of 2.1.0 fails (the
     # scenario's install_failure): it stays on the slot that boots
@@ -90,7 +90,7 @@ def test_ring_waits_for_approval_and_a_paused_rollout_resumes(tmp_path: Path) ->
     sim = simulate(tmp_path, ROOT / "examples/scenarios/t9-demo-rollouts.yaml", plan, ["2.1.0"],
                    hooks=Hooks(approve_with=("release-manager",), pause_at_round=2, resume_after_rounds=2))
     (run,) = sim.rollouts
-    actions = [(s["action"], s["status"]) for s in run.steps]
+    actions = [(s.action, s.status) for s in run.steps]
     assert ("pause", "paused") in actions  # a paused rollout holds ...
     assert run.status == "complete"  # ... and finishes once resumed
     assert any(a == "await_approval" for a, _ in actions)

@@ -61,7 +61,7 @@ def build_template(ws: Path, versions: tuple[str, ...] = RELEASES, *, store_url:
     (on the workspace's directory store, or on ``store_url`` such as ``s3://bucket/prefix``)."""
     os.environ["OTACTL_KEY_PASSPHRASE"] = PASSPHRASE
     init_workspace(ws, store_url=store_url, endpoint_url=endpoint_url, release_managers=["release-manager"],
-                   approvals=1, bin_bit_length=2, now=utcnow())
+                   approvals=1, bin_bit_length=2, now=utcnow(), shared_passphrase=True)
     ctx = Context.open(ws)
     for version in versions:
         name = "t9-engine-2.1.1-config.yaml" if version == "2.1.1" else f"t9-engine-{version}.yaml"

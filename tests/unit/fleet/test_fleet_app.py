@@ -145,6 +145,21 @@ def test_import_with_an_unknown_variant_names_file_line_and_field(fleet_ws: Path
     assert sorted(Context.open(fleet_ws).store.list()) == keys  # nothing half-written
 
 
+def test_import_with_a_hardware_revision_without_firmware_names_file_line_and_field(fleet_ws: Path,
+                                                                                     tmp_path: Path) -> None:
+    """2.0.0 has images for revA and revB only: a revC engine could never install anything."""
+    bad = tmp_path / "inventory.csv"
+    bad.write_text(INVENTORY_CSV.read_text().replace("t9-0005,t9-engine,revA", "t9-0005,t9-engine,revC"))
+    before = role_versions(fleet_ws)
+    keys = sorted(Context.open(fleet_ws).store.list())
+    with pytest.raises(InputFileError) as caught:
+        _import(fleet_ws, bad)
+    assert str(caught.value) == (f"{bad}:7: hardware_revision: device t9-0005: no firmware for hardware revision "
+                                 "'revC' of model 't9-engine' (images exist for: revA, revB)")
+    assert role_versions(fleet_ws) == before
+    assert sorted(Context.open(fleet_ws).store.list()) == keys
+
+
 def test_a_model_without_releases_accepts_any_variant(workspace: Path) -> None:
     change = _import(workspace)
     assert change.devices == 12

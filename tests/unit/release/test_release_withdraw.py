@@ -39,7 +39,7 @@ def two_of_three_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OTACTL_KEY_PASSPHRASE", PASSPHRASE)
         init_workspace(path, store_url=None, endpoint_url=None, release_managers=MANAGERS, approvals=2,
-                       bin_bit_length=1, now=utcnow())
+                       bin_bit_length=1, now=utcnow(), shared_passphrase=True)
         ctx = open_context(path)
         _ship(ctx, "2.0.0")
         _ship(ctx, "2.1.0")

@@ -52,6 +52,22 @@ def init_without_passphrase(tmp: Path, ws: Path) -> Scene:
     )
 
 
+def init_with_only_the_shared_passphrase(tmp: Path, ws: Path) -> Scene:
+    # root, targets and each release manager's key need their own (decision 1105); the CI secret is not it
+    return Scene(
+        tmp / "new",
+        ["init", "fresh"],
+        ["key 'release-manager'", "no passphrase of its own", "OTACTL_KEY_PASSPHRASE_RELEASE_MANAGER", "no TTY"],
+        [tmp / "new"],
+    )
+
+
+def init_with_a_private_key_as_a_release_managers_public_key(tmp: Path, ws: Path) -> Scene:
+    key = ws / ".otactl/keys/ci.key"
+    return Scene(tmp / "new", ["init", "fresh", "--release-manager", f"alice={key}"],
+                 [str(key), "is a private key file"], [tmp / "new", ws])
+
+
 def rotate_without_passphrase(tmp: Path, ws: Path) -> Scene:
     return Scene(
         ws,
@@ -148,6 +164,8 @@ def rotate_unknown_role(tmp: Path, ws: Path) -> Scene:
 
 CASES = [
     pytest.param(init_without_passphrase, 1, [], id="init-missing-passphrase-no-tty"),
+    pytest.param(init_with_only_the_shared_passphrase, 1, [], id="init-root-and-managers-need-their-own"),
+    pytest.param(init_with_a_private_key_as_a_release_managers_public_key, 1, [], id="init-private-key-as-public"),
     pytest.param(rotate_without_passphrase, 1, [], id="rotate-missing-passphrase-no-tty"),
     pytest.param(sign_with_wrong_passphrase, 1, [], id="wrong-passphrase"),
     pytest.param(rotate_root_with_wrong_passphrase, 1, [], id="rotate-root-wrong-passphrase"),

@@ -35,7 +35,7 @@ from otactl.errors import StoreError
 from otactl.repo import layout
 from otactl.repo.repository import JOURNAL_KEY, Repository, replay_journal
 from otactl.store.directory import DirectoryStore
-from otactl.workspace import KEY_DIR
+from otactl.workspace import HANDOVER_DIR
 
 NEW_PATH = "firmware/m/2.0.0/fw.bin"
 NEW_DATA = b"firmware 2.0.0 " * 64
@@ -246,7 +246,7 @@ def test_a_crash_while_adding_a_release_manager_keeps_the_key_exactly_when_it_wi
     after = open_context(workspace)
     releases = after.repository().role("targets").signed.delegations.roles["releases"]  # type: ignore[union-attr]
     assert len(releases.keyids) == (3 if trusted else 2)
-    assert (workspace / KEY_DIR / "alice.key").exists() is trusted
+    assert (workspace / HANDOVER_DIR / "alice" / "alice.key").exists() is trusted
     assert ("alice" in after.trust.keys) is trusted
     if trusted:
         assert after.trust.keys["alice"].keyid in releases.keyids

@@ -16,7 +16,7 @@ import pytest
 from fixtures.repo import PASSPHRASE, ok, run_otactl
 
 import otactl.keys.keyfile as keyfile
-from otactl.workspace import KEY_DIR
+from otactl.workspace import HANDOVER_DIR, KEY_DIR
 
 EXPECTED_KEYS = {
     "ci",
@@ -61,7 +61,7 @@ def exercised(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, lis
     """A workspace with an outside store, after init, two rotations and two new keys."""
     base = tmp_path_factory.mktemp("secrecy")
     store = base / "store"
-    init = ok(run_otactl("init", "ws", "--store", f"file://{store}", cwd=base))
+    init = ok(run_otactl("init", "ws", "--store", f"file://{store}", "--shared-passphrase", cwd=base))
     ws = (base / "ws").resolve()
     printed = [init.stdout, init.stderr]
     for argv in (
@@ -81,7 +81,7 @@ def seeds(exercised: tuple[Path, Path, list[str]]) -> dict[str, bytes]:
     """Every private key the commands made, unlocked with the passphrase (retired ones too)."""
     ws = exercised[0]
     seeds = {}
-    for path in sorted((ws / KEY_DIR).rglob("*.key")):
+    for path in sorted((ws / ".otactl").rglob("*.key")):  # release managers' keys are in handover/
         kf = keyfile.read_keyfile(path)
         signing_key = kf.unlock(PASSPHRASE)
         seeds[kf.name] = bytes(signing_key)  # the 32-byte ed25519 seed
@@ -112,14 +112,17 @@ def test_nothing_printed_holds_a_private_key(exercised: tuple[Path, Path, list[s
 
 def test_key_files_are_0600_in_0700_directories(exercised: tuple[Path, Path, list[str]]) -> None:
     ws, _, _ = exercised
-    key_dir = ws / KEY_DIR
-    dirs = [ws / ".otactl", key_dir, *(p for p in key_dir.rglob("*") if p.is_dir())]
-    assert key_dir / "retired" in dirs
+    key_dirs = [ws / KEY_DIR, ws / HANDOVER_DIR]  # a release manager's key made here: its own directory
+    dirs = [ws / ".otactl", *key_dirs, *(p for d in key_dirs for p in d.rglob("*") if p.is_dir())]
+    assert ws / KEY_DIR / "retired" in dirs
+    assert {ws / HANDOVER_DIR / "release-manager", ws / HANDOVER_DIR / "alice"} <= set(dirs)
     for d in dirs:
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    entries = list(key_dir.rglob("*"))
-    files = [p for p in entries if not p.is_dir()]
-    assert len(files) == len(EXPECTED_KEYS)  # no temporary file left behind
-    for f in files:
-        assert f.suffix == ".key", f
+    files = [p for d in key_dirs for p in d.rglob("*") if not p.is_dir()]
+    keys = [f for f in files if f.suffix == ".key"]
+    assert len(keys) == len(EXPECTED_KEYS)  # no temporary file left behind
+    # beside each handed-over key only the root its owner pins (public)
+    assert sorted(f.relative_to(ws / HANDOVER_DIR).as_posix() for f in files if f not in keys) == [
+        "alice/root.json", "release-manager/root.json"]
+    for f in keys:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f

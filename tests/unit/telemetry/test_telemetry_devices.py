@@ -39,9 +39,37 @@ def test_loads_device_records_from_json_and_yaml(tmp_path: Path) -> None:
         assert registry.get("trk-9999") is None
 
 
+def listing(*records: dict[str, object], **changes: object) -> dict[str, object]:
+    """What `otactl fleet list -o json` writes (its records carry no schema of their own)."""
+    doc: dict[str, object] = {"schema": "otactl/fleet/1",
+                              "devices": [{k: v for k, v in r.items() if k != "schema"} for r in records]}
+    doc.update(changes)
+    return doc
+
+
+def test_loads_a_fleet_listing_from_json_and_yaml(tmp_path: Path) -> None:
+    doc = listing(record(), record(device_id="trk-0002", public_key="cd" * 32, region="us"))
+    (tmp_path / "fleet.json").write_text(json.dumps(doc, indent=2))
+    (tmp_path / "fleet.yaml").write_text(json.dumps(doc))  # JSON is YAML
+    for name in ("fleet.json", "fleet.yaml"):
+        registry = load_registry(tmp_path / name)
+        assert registry.enrolled_by_stratum() == {StratumKey("t9-engine", "hp-400", "eu"): 1,
+                                                  StratumKey("t9-engine", "hp-400", "us"): 1}
+
+
+SHAPES = "must be a list of device records, or a fleet listing from `otactl fleet list -o json`"
 BAD_FILES = {
     "not JSON": ("d.json", "[{", "d.json:1: not valid JSON"),
-    "not a list": ("d.json", "{}", "must be a list"),
+    "not a list": ("d.json", "{}", "schema: missing; the file " + SHAPES),
+    "a number": ("d.yaml", "7\n", f"d.yaml:1: {SHAPES}"),
+    "other document": ("d.json", json.dumps(listing(schema="otactl/releases/1")),
+                       "schema: 'otactl/releases/1' is not 'otactl/fleet/1'; the file " + SHAPES),
+    "listing without devices": ("d.json", json.dumps({"schema": "otactl/fleet/1"}),
+                                "devices: must be a list of device records"),
+    "listing, unknown key": ("d.json", json.dumps(listing(colour="red")), "colour: unknown field in a fleet listing"),
+    "listing, bad record": ("d.yaml", "schema: otactl/fleet/1\ndevices:\n  - " + json.dumps(record()) + "\n  - "
+                            + json.dumps(record(device_id="trk-0002", variant=None)) + "\n",
+                            "d.yaml:4: devices[1]: variant must be"),
     "not a mapping": ("d.json", "[1]", "[0]: a device record must be a mapping"),
     "unknown field": ("d.json", json.dumps([record(colour="red")]), "[0].colour: unknown field"),
     "missing key": ("d.json", json.dumps([{k: v for k, v in record().items() if k != "public_key"}]),

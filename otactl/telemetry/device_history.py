@@ -1,0 +1,69 @@
+"""Each device's reports about one release inside a window, read-only from the embedded store's
+database (for `otactl report rollout`, beside ``last_seen.py`` for the fleet report).
+
+Per device: the first report of each install event for the release received in the window, the
+uptime and crashes its health reports on the release give in the window, and every change of the
+release it runs (health reports and ``committed`` events, as ``last_seen`` reads "running";
+decision 0303) up to the window's end. Times are the ingest's clock (``received_at``). Only the
+SQLite store keeps reports per device; Prometheus holds cohort totals, never per device.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from otactl.errors import StoreError
+from otactl.report.rollout_report import DeviceHistory
+from otactl.telemetry.ledger import SCHEMA_VERSION
+from otactl.telemetry.source import TelemetryUnavailable
+
+_EVENTS = ("SELECT device_id, event, min(received_at) FROM reports WHERE model = :model AND release = :release"
+           " AND kind = 'event' AND received_at >= :since AND received_at <= :until GROUP BY device_id, event")
+_HEALTH = ("SELECT device_id, sum(uptime_s), sum(crashes) FROM reports WHERE model = :model AND release = :release"
+           " AND kind = 'health' AND received_at >= :since AND received_at <= :until GROUP BY device_id")
+# the reports that say what a device runs, kept where the release differs from the one before (by seq)
+_RUNNING = ("SELECT device_id, received_at, release FROM (SELECT device_id, received_at, release, lag(release) OVER"
+            " (PARTITION BY device_id ORDER BY seq) AS before FROM reports WHERE model = :model"
+            " AND (kind = 'health' OR event = 'committed') AND received_at <= :until)"
+            " WHERE before IS NULL OR before != release ORDER BY device_id, received_at")
+
+
+def _time(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=0)
+
+
+def release_histories(path: Path, model: str, release: str, since: datetime,
+                      until: datetime) -> dict[str, DeviceHistory]:
+    """Raises TelemetryUnavailable for a database that is missing, unreadable or of another schema."""
+    from otactl.telemetry.store import _connect, _schema_problem
+
+    if not path.is_file():
+        raise TelemetryUnavailable(f"telemetry database {path} does not exist")
+    try:
+        conn = _connect(path, readonly=True)
+    except StoreError as exc:
+        raise TelemetryUnavailable(str(exc)) from exc
+    args = {"model": model, "release": release, "since": since.timestamp(), "until": until.timestamp()}
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version != SCHEMA_VERSION:
+            raise TelemetryUnavailable(_schema_problem(path, version))
+        events: dict[str, dict[str, datetime]] = {}
+        for device_id, event, at in conn.execute(_EVENTS, args):
+            events.setdefault(device_id, {})[event] = _time(at)
+        health = {d: (float(up or 0) / 3600, int(crashes or 0)) for d, up, crashes in conn.execute(_HEALTH, args)}
+        running: dict[str, list[tuple[datetime, str]]] = {}
+        for device_id, at, rel in conn.execute(_RUNNING, args):
+            running.setdefault(device_id, []).append((_time(at), rel))
+    except sqlite3.Error as exc:
+        raise TelemetryUnavailable(f"telemetry database {path}: {exc}") from exc
+    finally:
+        conn.close()
+    out = {}
+    for device_id in sorted({*events, *health, *running}):
+        hours, crashes = health.get(device_id, (0.0, 0))
+        out[device_id] = DeviceHistory(device_id, events.get(device_id, {}), hours, crashes,
+                                       tuple(running.get(device_id, ())))
+    return out
