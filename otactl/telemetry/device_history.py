@@ -10,14 +10,10 @@ SQLite store keeps reports per device; Prometheus holds cohort totals, never per
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from otactl.errors import StoreError
 from otactl.report.rollout_report import DeviceHistory
-from otactl.telemetry.ledger import SCHEMA_VERSION
-from otactl.telemetry.source import TelemetryUnavailable
 
 _EVENTS = ("SELECT device_id, event, min(received_at) FROM reports WHERE model = :model AND release = :release"
            " AND kind = 'event' AND received_at >= :since AND received_at <= :until GROUP BY device_id, event")
@@ -37,19 +33,10 @@ def _time(seconds: float) -> datetime:
 def release_histories(path: Path, model: str, release: str, since: datetime,
                       until: datetime) -> dict[str, DeviceHistory]:
     """Raises TelemetryUnavailable for a database that is missing, unreadable or of another schema."""
-    from otactl.telemetry.store import _connect, _schema_problem
+    from otactl.telemetry.store import reading
 
-    if not path.is_file():
-        raise TelemetryUnavailable(f"telemetry database {path} does not exist")
-    try:
-        conn = _connect(path, readonly=True)
-    except StoreError as exc:
-        raise TelemetryUnavailable(str(exc)) from exc
     args = {"model": model, "release": release, "since": since.timestamp(), "until": until.timestamp()}
-    try:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version != SCHEMA_VERSION:
-            raise TelemetryUnavailable(_schema_problem(path, version))
+    with reading(path) as conn:
         events: dict[str, dict[str, datetime]] = {}
         for device_id, event, at in conn.execute(_EVENTS, args):
             events.setdefault(device_id, {})[event] = _time(at)
@@ -57,10 +44,6 @@ def release_histories(path: Path, model: str, release: str, since: datetime,
         running: dict[str, list[tuple[datetime, str]]] = {}
         for device_id, at, rel in conn.execute(_RUNNING, args):
             running.setdefault(device_id, []).append((_time(at), rel))
-    except sqlite3.Error as exc:
-        raise TelemetryUnavailable(f"telemetry database {path}: {exc}") from exc
-    finally:
-        conn.close()
     out = {}
     for device_id in sorted({*events, *health, *running}):
         hours, crashes = health.get(device_id, (0.0, 0))

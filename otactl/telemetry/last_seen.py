@@ -8,14 +8,10 @@ Only the SQLite store keeps reports per device; Prometheus holds cohort totals, 
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from otactl.errors import StoreError
 from otactl.report.fleet import LastReports
-from otactl.telemetry.ledger import SCHEMA_VERSION
-from otactl.telemetry.source import TelemetryUnavailable
 
 # the last row per device among the rows a filter keeps, by seq (which strictly increases per device)
 _LAST = ("SELECT device_id, {columns} FROM (SELECT *, row_number() OVER (PARTITION BY device_id ORDER BY seq DESC)"
@@ -24,27 +20,14 @@ _LAST = ("SELECT device_id, {columns} FROM (SELECT *, row_number() OVER (PARTITI
 
 def last_reports(path: Path) -> dict[str, LastReports]:
     """Raises TelemetryUnavailable for a database that is missing, unreadable or of another schema."""
-    from otactl.telemetry.store import _connect, _schema_problem
+    from otactl.telemetry.store import reading
 
-    if not path.is_file():
-        raise TelemetryUnavailable(f"telemetry database {path} does not exist")
-    try:
-        conn = _connect(path, readonly=True)
-    except StoreError as exc:
-        raise TelemetryUnavailable(str(exc)) from exc
-    try:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version != SCHEMA_VERSION:
-            raise TelemetryUnavailable(_schema_problem(path, version))
+    with reading(path) as conn:
         last = conn.execute(_LAST.format(columns="received_at, model, variant, region", where="1")).fetchall()
         running = dict(conn.execute(_LAST.format(
             columns="release", where="kind = 'health' OR event = 'committed'")).fetchall())
         events = {d: (e, r) for d, e, r in conn.execute(_LAST.format(columns="event, release",
                                                                        where="kind = 'event'")).fetchall()}
-    except sqlite3.Error as exc:
-        raise TelemetryUnavailable(f"telemetry database {path}: {exc}") from exc
-    finally:
-        conn.close()
     out = {}
     for device_id, received_at, model, variant, region in last:
         event, event_release = events.get(device_id, (None, None))

@@ -352,6 +352,30 @@ def cohort_counts(conn: sqlite3.Connection, query: CohortQuery) -> dict[StratumK
     return out
 
 
+@contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the ingest's database, for every reader (sources, reports).
+
+    A database that is missing, unreadable or of another schema, and any SQLite error while it is
+    read, is ``TelemetryUnavailable`` naming the file: an error for the caller, never "no data".
+    """
+    if not path.is_file():
+        raise TelemetryUnavailable(f"telemetry database {path} does not exist")
+    try:
+        conn = _connect(path, readonly=True)
+    except StoreError as exc:
+        raise TelemetryUnavailable(str(exc)) from exc
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version != SCHEMA_VERSION:
+            raise TelemetryUnavailable(_schema_problem(path, version))
+        yield conn
+    except sqlite3.Error as exc:
+        raise TelemetryUnavailable(f"telemetry database {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
 class SqliteSource(TelemetrySource):
     """The embedded source: reads the ingest's database read-only (WAL: beside a running ingest)."""
 
@@ -362,21 +386,8 @@ class SqliteSource(TelemetrySource):
         return f"SqliteSource({str(self.path)!r})"
 
     def cohort_counts(self, query: CohortQuery) -> dict[StratumKey, CohortCounts]:
-        if not self.path.is_file():
-            raise TelemetryUnavailable(f"telemetry database {self.path} does not exist")
-        try:
-            conn = _connect(self.path, readonly=True)
-        except StoreError as exc:
-            raise TelemetryUnavailable(str(exc)) from exc
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if version != SCHEMA_VERSION:
-                raise TelemetryUnavailable(_schema_problem(self.path, version))
+        with reading(self.path) as conn:
             return cohort_counts(conn, query)
-        except sqlite3.Error as exc:
-            raise TelemetryUnavailable(f"telemetry database {self.path}: {exc}") from exc
-        finally:
-            conn.close()
 
 
 def _schema_problem(path: Path, version: int) -> str:
