@@ -4,9 +4,10 @@ Builds SQLite telemetry databases with the production ingest accounting (``Repor
 ``Ledger``: the same rows, increments and rollups the ingest writes; signatures are not checked
 here, they are not part of a query's cost), one per size: DEVICES devices reporting hourly on the
 baseline for as many hours as the size needs (each device at its own minute of the hour, as a fleet
-polling on its own clocks does), then a 10% ring on the new release for the last 48 hours. Then it times the controller's reads for one step (``otactl.app.observe.observe``, the
-function ``rollout step`` calls, four cohort queries) on each database, side by side with the same
-four queries done the schema-2 way (one pass over every stored report of the cohort), and prints a
+polling on its own clocks does), then a 10% ring on the new release for the last 48 hours. Then it
+times the controller's reads for one step (``otactl.app.observe.observe``, the function
+``rollout step`` calls, four cohort queries) on each database, side by side with the same four
+queries done the schema-2 way (one pass over every stored report of the cohort), and prints a
 Markdown table.
 
     python benchmarks/telemetry_step_bench.py --sizes 100000 1000000 3000000 --devices 10000

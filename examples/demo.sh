@@ -48,9 +48,10 @@ step "Verify the whole repository as a TUF client would"
 otactl repo verify
 kill $SERVER 2>/dev/null || true
 
-step "CI builds 2.1.0 and 2.2.0; the release manager approves; both are published"
+step "CI builds 2.1.0 (with signed deltas from 2.0.0: its images change one table) and 2.2.0; both are approved and published"
 for v in 2.1.0 2.2.0; do
-  otactl release build "$HERE/manifests/t9-engine-$v.yaml" >/dev/null
+  delta=(); [ "$v" = 2.1.0 ] && delta=(--delta-from 2.0.0)
+  otactl release build "$HERE/manifests/t9-engine-$v.yaml" "${delta[@]}" >/dev/null
   otactl release approve "$v" --key release-manager >/dev/null
   otactl release publish "$v"
 done
@@ -67,6 +68,17 @@ code=$?
 set -e
 echo "otactl sim rollout exited $code (3: a gate rolled a release back, as the story expects)"
 [ "$code" = 3 ] || { echo "unexpected exit code"; exit 1; }
+
+echo "   devices that installed 2.1.0 from a delta (the full image only where the delta could not be used):"
+python - "$DEMO/sim/telemetry.db" <<'PY'
+import json, sqlite3, sys
+rows = sqlite3.connect(sys.argv[1]).execute(
+    "SELECT payload FROM reports WHERE event = 'downloaded' AND release = '2.1.0'").fetchall()
+modes = [json.loads(p).get("transfer", {}) for (p,) in rows]
+for mode in ("delta", "full"):
+    got = [m for m in modes if m.get("mode") == mode]
+    print(f"   {mode}: {len(got)} downloads, {sum(m.get('bytes', 0) for m in got):,} bytes")
+PY
 
 step "The audit log verifies; the rollout report is written (Markdown, and an HTML page with charts)"
 otactl audit verify t9-engine
