@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/ruff check otactl tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
 
 # The report screenshots in docs/screenshots/: the demo's story rendered by headless Chromium, checked by
 # the test that takes them (tests/integration/report/test_html_screenshots.py).

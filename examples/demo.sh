@@ -39,7 +39,8 @@ for _ in $(seq 50); do python -c "import httpx,sys; httpx.get('http://127.0.0.1:
 for dev in t9-0000 t9-0001 t9-0004; do
   rm -rf ".otactl/client-$dev"
   record=$(otactl repo fetch "devices/$dev.json" --url "http://127.0.0.1:$PORT" --client-dir ".otactl/client-$dev")
-  variant=$(python -c 'import json,sys; print(json.loads(sys.argv[1])["variant"])' "$record")
+  # the variant a device installs is the one its offline-signed entitlement grants (decision 0406)
+  variant=$(python -c 'import json,sys; r=json.loads(sys.argv[1]); print((r.get("entitlement") or {}).get("statement", r)["variant"])' "$record")
   config=$(otactl repo fetch "config/t9-engine/2.0.0/$variant.json" --url "http://127.0.0.1:$PORT" --client-dir ".otactl/client-$dev")
   echo "$dev ($variant): $config"
 done
@@ -90,6 +91,22 @@ otactl rollout report t9-engine --telemetry "$TELEMETRY" -o html --out "$DEMO/ro
 step "The fleet report: what each device runs against its target (the 12 example devices never reported)"
 otactl report fleet --telemetry "$TELEMETRY" -o markdown --out "$DEMO/fleet-report.md"
 otactl report fleet --telemetry "$TELEMETRY" -o html --out "$DEMO/fleet-report.html"
+step "Install windows (decision 1202): devices download at any time, install only inside their window with the engine off"
+# the example scenario, with a nightly window that opens 30 minutes from now (UTC): every device downloads
+# 2.1.0 and waits, and says so in its signed health reports
+OPENS=$(python -c 'import datetime as d; t=d.datetime.now(d.UTC)+d.timedelta(minutes=30); print(t.minute, t.hour)')
+sed -e "s|^  preconditions: .*|&\n  install_windows: [{cron: \"$OPENS * * *\", duration_minutes: 120, timezone: UTC}]|" \
+    -e "s|^rounds: .*|rounds: 3|" -e "s|\.\./\.\./manifests|$HERE/manifests|" \
+    "$HERE/examples/scenarios/t9-install-windows.yaml" > "$DEMO/t9-windows.yaml"
+otactl sim run "$DEMO/t9-windows.yaml" --work-dir "$DEMO/windows" >/dev/null
+python - "$DEMO/windows/telemetry.db" <<'PY'
+import json, sqlite3, sys
+(payload,) = sqlite3.connect(sys.argv[1]).execute("SELECT payload FROM reports WHERE kind = 'health' AND"
+    " json_extract(payload, '$.waiting') IS NOT NULL ORDER BY device_id, seq DESC LIMIT 1").fetchone()
+r = json.loads(payload)
+print(f"   {r['device_id']} runs {r['release']}, waiting for {r['waiting']['release']}: {r['waiting']['reason']}")
+PY
+
 echo
 echo "demo finished: workspace in $DEMO"
 echo "  rollout report: $DEMO/rollout-report.html (Markdown: $DEMO/rollout-report.md)"

@@ -10,10 +10,11 @@ outbox; ``run_once`` adds a health report and flushes the outbox to the ingest.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import httpx
 from tuf.api import exceptions as tuf_exc
 from tuf.ngclient import FetcherInterface, Updater
 
-from otactl.agent import decide
+from otactl.agent import conditions, decide, entitle
 from otactl.agent.delta import fetch_image
 from otactl.agent.health import BootCheck, BootVerdict, HealthProbe, integrity_check, uptime_probe
 from otactl.agent.model import FileRef, ReleaseDescriptor, RolloutPolicy, SlotManifest, check_config
@@ -36,11 +37,13 @@ from otactl.agent.state import (
     other,
 )
 from otactl.errors import OtactlError, VerificationError
+from otactl.fleet.entitlements import SIGNERS_PATH, Signers
 from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
 from otactl.repo.client import HttpxFetcher, make_updater
+from otactl.rollout.windows import InstallRules
 from otactl.telemetry.devices import EnrolledDevice
-from otactl.telemetry.report import Event, Transfer, format_time
+from otactl.telemetry.report import Event, Transfer, Waiting, format_time
 
 log = logging.getLogger("otactl.agent")
 _TUF_ERRORS = (tuf_exc.DownloadError, tuf_exc.RepositoryError, OSError)
@@ -49,11 +52,12 @@ _UNREACHABLE = (tuf_exc.DownloadError, OSError)  # the rest: metadata the TUF cl
 
 @dataclass(frozen=True)
 class CheckResult:
-    outcome: str  # stayed | committed | reverted | refused | failed | unreachable | error
+    outcome: str  # stayed | committed | reverted | refused | failed | waiting | unreachable | error
     active: str | None  # the release running after the check
     target: str | None  # the release the device's ring (or pin) asks for
     ring: str | None
     detail: str
+    entitlement_problem: str | None = None  # a record whose entitlement was refused (decision 0406)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Agent:
         boot_check: BootCheck = integrity_check,
         health_probe: HealthProbe = uptime_probe,
         max_installs_per_check: int = 4,
+        preconditions: Mapping[str, conditions.PreconditionFactory] = conditions.BUILTIN,
     ) -> None:
         self.device = DeviceState(device_dir)
         self.identity = self.device.identity
@@ -90,6 +95,10 @@ class Agent:
         self.boot_check = boot_check
         self.health_probe = health_probe
         self.max_installs = max_installs_per_check
+        self.preconditions = preconditions  # install precondition checks by name (decision 1202)
+        self._install_rules = InstallRules()  # this check's ring's windows and preconditions
+        self._zone = "UTC"  # the zone a `timezone: device` window is read in
+        self._waiting: Waiting | None = None  # this check's downloaded release waiting for its window
         key = self.device.signing_key()
         self.outbox = Outbox(self.device, key)
         self._public_key = bytes(key.verify_key).hex()
@@ -97,6 +106,7 @@ class Agent:
         self._last_health: datetime | None = None
         self._ring: str | None = None
         self._saved = ""  # state.json as last read or written (repr)
+        self._entitlement_problem: str | None = None  # this check's refused entitlement, if any
 
     def __repr__(self) -> str:
         return f"Agent({self.identity.device_id!r}, {str(self.device.root)!r})"
@@ -130,8 +140,12 @@ class Agent:
 
     # ------------------------------------------------------------------------------ one check
     def check_and_update(self, now: datetime) -> CheckResult:
+        self._entitlement_problem = None
+        self._waiting = None
         result = self._check(now)
         self.outbox.save_if_dirty()
+        if self._entitlement_problem is not None:
+            result = replace(result, entitlement_problem=self._entitlement_problem)
         return result
 
     def _check(self, now: datetime) -> CheckResult:
@@ -141,9 +155,9 @@ class Agent:
         try:
             updater = make_updater(self.device.trust_anchor(), self.repo_url, self.device.tuf_dir, self._fetcher)
             updater.refresh()
-            record = self._record(updater)
+            record, remembered = self._record(updater, state)
             state.record = {"variant": record.variant, "region": record.region, "tags": list(record.tags),
-                            "public_key": record.public_key}
+                            "public_key": record.public_key, **remembered.to_state()}
             policy_bytes = self._fetch_small(updater, layout.rollout_path(self.identity.model))
             policy = None if policy_bytes is None else RolloutPolicy.from_bytes(
                 policy_bytes, layout.rollout_path(self.identity.model))
@@ -163,6 +177,9 @@ class Agent:
 
         choice = decide.choose_release(policy, self.identity.device_id, frozenset(record.tags), record.pin)
         self._ring = choice.ring
+        ring = next((r for r in policy.rings if r.name == choice.ring), None) if policy is not None else None
+        self._install_rules = InstallRules() if ring is None else ring.install
+        self._zone = "UTC" if policy is None else policy.device_zone(record.region)
         if choice.version is None:
             self._save_state(state)
             return self._result("stayed", choice.why, choice.ring, None)
@@ -217,7 +234,10 @@ class Agent:
         return CheckResult(outcome, None if active is None else active.version, target, ring, detail)
 
 
-    def _record(self, updater: Updater) -> DeviceRecord:
+    def _record(self, updater: Updater, state: AgentState) -> tuple[DeviceRecord, entitle.Remembered]:
+        """The device's record with the variant and features it may act on (decision 0406): from the
+        verified entitlement, or, when the record's entitlement fails, the ones it accepted before
+        (the failure is logged and counted as an error in the next health report)."""
         path = layout.device_path(self.identity.device_id)
         data = self._fetch_small(updater, path)
         if data is None:
@@ -228,7 +248,15 @@ class Agent:
         if mine != theirs:
             raise VerificationError(f"{path}: the record (id, model, hardware revision, public key) does not "
                                     "describe this device")
-        return record
+        signers_bytes = self._fetch_small(updater, SIGNERS_PATH)
+        signers = None if signers_bytes is None else Signers.from_bytes(signers_bytes, SIGNERS_PATH)
+        verdict = entitle.judge(record, signers, entitle.Remembered.from_state(state.record),
+                                public_key=self._public_key)
+        if verdict.problem is not None:
+            self._errors += 1
+            self._entitlement_problem = verdict.problem
+            log.warning("%s: %s", self.identity.device_id, verdict.problem)
+        return verdict.record, verdict.remembered
 
     def _fetch_small(self, updater: Updater, path: str) -> bytes | None:
         """A small verified target (record, policy, descriptor), from ngclient's cache when current."""
@@ -285,21 +313,28 @@ class Agent:
         current = pointer.slot
         slot = other(current) if current else "a"
         fw_ref, cfg_ref = desc.firmware[self.identity.hardware_revision], desc.configs[variant]
-        try:
-            slot_dir = self.device.clear_slot(slot)
-            transfer = self._fetch_image(updater, desc, fw_ref, current, slot_dir / FIRMWARE_FILE)
-            self._download(updater, cfg_ref, slot_dir / CONFIG_FILE)
-            check_config((slot_dir / CONFIG_FILE).read_bytes(), cfg_ref.target, model=desc.model,
-                         version=version, variant=variant)
-            (slot_dir / DESCRIPTOR_FILE).write_bytes(descriptor_bytes)
-            _fsync_dir(slot_dir, (FIRMWARE_FILE, CONFIG_FILE, DESCRIPTOR_FILE))
-        except (_Failed, VerificationError, *_TUF_ERRORS) as exc:
-            self._errors += 1
-            self.device.clear_slot(slot)
-            reason = f"download of {version} failed: {exc}"
-            self._notice_once(state, f"failed:{version}:{variant}", record, version, Event.FAILED, now, reason)
-            return "failed", reason
-        self._event(record, version, ring, Event.DOWNLOADED, now, transfer=transfer)
+        slot_dir = self.device.slot_dir(slot)
+        if not _staged(slot_dir, fw_ref, cfg_ref, descriptor_bytes):  # downloaded while waiting: not again
+            try:
+                slot_dir = self.device.clear_slot(slot)
+                transfer = self._fetch_image(updater, desc, fw_ref, current, slot_dir / FIRMWARE_FILE)
+                self._download(updater, cfg_ref, slot_dir / CONFIG_FILE)
+                check_config((slot_dir / CONFIG_FILE).read_bytes(), cfg_ref.target, model=desc.model,
+                             version=version, variant=variant)
+                (slot_dir / DESCRIPTOR_FILE).write_bytes(descriptor_bytes)
+                _fsync_dir(slot_dir, (FIRMWARE_FILE, CONFIG_FILE, DESCRIPTOR_FILE))
+            except (_Failed, VerificationError, *_TUF_ERRORS) as exc:
+                self._errors += 1
+                self.device.clear_slot(slot)
+                reason = f"download of {version} failed: {exc}"
+                self._notice_once(state, f"failed:{version}:{variant}", record, version, Event.FAILED, now, reason)
+                return "failed", reason
+            self._event(record, version, ring, Event.DOWNLOADED, now, transfer=transfer)
+        wait = self._install_wait(now, current)
+        if wait is not None:  # downloaded and verified; installs inside its window (decision 1202)
+            log.info("%s: %s waiting: %s", self.identity.device_id, version, wait)
+            self._waiting = Waiting(version, wait)
+            return "waiting", f"{version} downloaded, waiting: {wait}"
         manifest = SlotManifest(desc.model, version, variant, self.identity.hardware_revision,
                                 desc.security_version, fw_ref, cfg_ref, format_time(now))
         self.device.write_manifest(slot, manifest)
@@ -334,6 +369,15 @@ class Agent:
         self._save_state(state)
         self._event(record, version, ring, Event.COMMITTED, now)
         return "committed", f"committed {version} ({variant}) in slot {slot}"
+
+    def _install_wait(self, now: datetime, current: str | None) -> str | None:
+        """Why the device may not install now (None: it may). A factory-empty device installs at once:
+        nothing runs that an install could interrupt (decision 1202)."""
+        rules = self._install_rules
+        if not rules or current is None or self.device.manifest(current) is None:
+            return None
+        checks = conditions.build(rules.preconditions, self.device.root, self.preconditions)
+        return conditions.install_gate(rules, checks, now, self._zone)
 
     def _fetch_image(self, updater: Updater, desc: ReleaseDescriptor, ref: FileRef, current: str | None,
                      dest: Path) -> Transfer:
@@ -386,7 +430,7 @@ class Agent:
         rec = state.record or {}
         return DeviceRecord(self.identity.device_id, self.identity.model, self.identity.hardware_revision,
                             str(rec["variant"]), str(rec["region"]), tuple(rec.get("tags", ())),
-                            str(rec["public_key"]))
+                            str(rec["public_key"]), features=tuple(rec.get("features", ())))
 
     # ------------------------------------------------------------------------------ reports
     def _event(self, record: DeviceRecord, release: str, ring: str | None, event: Event, now: datetime,
@@ -413,7 +457,7 @@ class Agent:
         try:
             self.outbox.health(EnrolledDevice.from_record(record), active.version, self._ring, now,
                                uptime_s=sample.uptime_s, crashes=sample.crashes, errors=sample.errors + self._errors,
-                               metrics=dict(sample.metrics))
+                               metrics=dict(sample.metrics), waiting=self._waiting)
         except ValueError as exc:  # a probe's sample the report format cannot carry (a metric name, a float)
             log.error("%s: health report not sent: %s", self.identity.device_id, exc)
             self._errors += 1
@@ -426,6 +470,21 @@ def _installed(manifest: SlotManifest | None) -> decide.Installed | None:
     if manifest is None:
         return None
     return decide.Installed(manifest.version, manifest.variant, manifest.security_version)
+
+
+def _staged(slot_dir: Path, firmware: FileRef, config: FileRef, descriptor: bytes) -> bool:
+    """The slot (no manifest yet) holds exactly this release's verified download."""
+    try:
+        if (slot_dir / DESCRIPTOR_FILE).read_bytes() != descriptor:
+            return False
+        for name, ref in ((FIRMWARE_FILE, firmware), (CONFIG_FILE, config)):
+            with open(slot_dir / name, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size != ref.length or \
+                        hashlib.file_digest(fh, "sha256").hexdigest() != ref.sha256:
+                    return False
+    except OSError:
+        return False
+    return True
 
 
 def _fsync_dir(directory: Path, names: tuple[str, ...]) -> None:

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from otactl.errors import VerificationError
+from otactl.rollout.windows import InstallRules, check_zone
 
 POLICY_SCHEMA = "otactl/rollout-policy/1"
 RELEASE_SCHEMA = "otactl/release/1"
@@ -86,6 +87,7 @@ class Ring:
     release: str
     tags: tuple[str, ...] = ()
     percent: Decimal | None = None  # cumulative share of the fleet, 0 < percent <= 100
+    install: InstallRules = field(default_factory=InstallRules)  # windows, preconditions (decision 1202)
 
     def __post_init__(self) -> None:
         if bool(self.tags) == (self.percent is not None):
@@ -104,6 +106,11 @@ class RolloutPolicy:
     rings: tuple[Ring, ...]
     bad_releases: frozenset[str]
     min_security_version: int
+    region_timezones: tuple[tuple[str, str], ...] = ()  # region -> IANA zone for `timezone: device`
+
+    def device_zone(self, region: str) -> str:
+        """The zone a ``timezone: device`` window is read in: the region's, else UTC."""
+        return dict(self.region_timezones).get(region, "UTC")
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> RolloutPolicy:
@@ -134,12 +141,20 @@ class RolloutPolicy:
             if not _IDENT.match(name):
                 raise VerificationError(f"{at}.name: {name!r} is not a ring name ([A-Za-z0-9._+-], max 128)")
             try:
-                rings.append(Ring(name, _version(raw.get("release"), f"{at}.release"), tuple(tags), pct))
+                rings.append(Ring(name, _version(raw.get("release"), f"{at}.release"), tuple(tags), pct,
+                                  InstallRules.from_json(raw)))
             except ValueError as exc:
                 raise VerificationError(f"{where}: {exc}") from None
         bad = doc.get("bad_releases", [])
         if not isinstance(bad, list) or not all(isinstance(b, str) for b in bad):
             raise VerificationError(f"{where}: bad_releases: must be a list of versions")
+        zones = doc.get("region_timezones", {})
+        try:
+            if not isinstance(zones, dict) or "device" in zones.values():
+                raise ValueError("must map regions to IANA time zones")
+            region_zones = tuple(sorted((str(r), check_zone(z)) for r, z in zones.items()))
+        except ValueError as exc:
+            raise VerificationError(f"{where}: region_timezones: {exc}") from None
         return cls(
             model=str(_str(doc, "model", where)),
             rollout_id=str(doc.get("rollout_id") or ""),
@@ -149,6 +164,7 @@ class RolloutPolicy:
             rings=tuple(rings),
             bad_releases=frozenset(bad),
             min_security_version=_int(doc, "min_security_version", where, 0),
+            region_timezones=region_zones,
         )
 
 

@@ -20,7 +20,7 @@ import nacl.signing
 
 from otactl.agent.state import DeviceState, ReportLog
 from otactl.telemetry.devices import EnrolledDevice
-from otactl.telemetry.report import Envelope, Event, Transfer
+from otactl.telemetry.report import Envelope, Event, Transfer, Waiting
 from otactl.telemetry.reporter import DeviceReporter, batch_body
 
 log = logging.getLogger("otactl.agent")
@@ -75,9 +75,9 @@ class Outbox:
         self._add(reporter, reporter.event(release, ring, event, time, _one_line(reason), transfer))
 
     def health(self, device: EnrolledDevice, release: str, ring: str | None, time: datetime, *, uptime_s: int,
-               crashes: int, errors: int, metrics: dict[str, int | str]) -> None:
+               crashes: int, errors: int, metrics: dict[str, int | str], waiting: Waiting | None = None) -> None:
         reporter = self._reporter(device)
-        self._add(reporter, reporter.health(release, ring, time, uptime_s, crashes, errors, metrics))
+        self._add(reporter, reporter.health(release, ring, time, uptime_s, crashes, errors, metrics, waiting))
 
     def save(self) -> None:
         self._state.save_reports(self.log)

@@ -3,20 +3,24 @@
 A device's record is the target ``devices/<id>.json`` in its succinct hash bin ``devices-XX``;
 changing one device re-signs only its bin, snapshot and timestamp. An import writes every record
 file in one bulk write (``BlobStore.put_many``), then edits each bin once and publishes once.
+Entitlements (decision 0406) are signed in batches inside that write, never one signature per record.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile
 
 from otactl import progress
 from otactl.app.context import Context
-from otactl.errors import InputFileError, NotFoundError, UsageError
+from otactl.app.entitlements import EntitlementSigners, published_signers
+from otactl.errors import InputFileError, NotFoundError, OtactlError, UsageError
+from otactl.fleet.entitlements import DEFAULT_BATCH_SIZE, SIGNERS_PATH, EntitlementError, Signers, sign_in_batches
 from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
 from otactl.repo.repository import Repository
@@ -28,6 +32,8 @@ class FleetChange:
     bins_changed: int
     files_published: int
     unchanged: int = 0
+    entitlements_signed: int = 0  # new statements (decision 0406)
+    entitlement_batches: int = 0  # signed batches they went into
 
 
 @dataclass(frozen=True)
@@ -80,31 +86,92 @@ def _entry(record: DeviceRecord) -> tuple[str, bytes, TargetFile]:
     data = record.to_bytes()
     path = layout.device_path(record.device_id)
     tf = TargetFile(len(data), {"sha256": hashlib.sha256(data).hexdigest()}, path)
-    layout.set_custom(tf, {"model": record.model, "variant": record.variant})
+    custom: dict[str, str] = {"model": record.model, "variant": record.variant}
+    if record.entitlement is not None:  # change detection for the next import (online-signed: a hint only)
+        custom["row"] = record.inventory_digest()
+    layout.set_custom(tf, custom)
     return path, data, tf
 
 
-def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
-                   lines: Mapping[str, int] | None = None) -> FleetChange:
-    """Write every record (unchanged ones are skipped) and publish the changed bins once."""
-    repo = ctx.repository()
-    releases: dict[str, ModelReleases | None] = {}
+@dataclass
+class _Plan:
+    """What to write: records ready (legacy, or an entitlement reused) and records whose grant needs a
+    new statement of this version, signed by the entitlement signers."""
+
+    ready: list[DeviceRecord] = field(default_factory=list)
+    to_sign: list[tuple[DeviceRecord, int]] = field(default_factory=list)
+    unchanged: int = 0
+    bins: dict[str, str] = field(default_factory=dict)  # device id -> its hash bin, looked up once
+
+
+def _published_record(ctx: Context, tf: TargetFile) -> DeviceRecord | None:
+    """The published record a bin entry names; None when its file is unreadable or not a record (a new
+    statement is then signed from the inventory)."""
+    try:
+        data = ctx.store.get(layout.target_key(tf.path, tf.hashes["sha256"]))
+        tf.verify_length_and_hashes(data)
+        return DeviceRecord.from_bytes(data, tf.path)
+    except (OtactlError, LengthOrHashMismatchError):
+        return None
+
+
+def _plan(ctx: Context, repo: Repository, records: list[DeviceRecord], signers: Signers | None,
+          *, reread: bool = False, known: Mapping[str, DeviceRecord] | None = None) -> _Plan:
+    """Per record: unchanged (its bin entry carries the same inventory digest), an entitlement to
+    reuse (same grant, and the published one verifies), or a new statement with the next version.
+    ``reread`` ignores the digests (a migration re-checks every record)."""
+    plan = _Plan()
     for r in records:
-        if r.model not in releases:
-            releases[r.model] = model_releases(repo, r.model)
-        problem = _problem(r, releases[r.model])
-        if problem is not None:
-            raise InputFileError(source, f"device {r.device_id}: {problem[1]}",
-                                 line=(lines or {}).get(r.device_id), field=problem[0])
+        if signers is None:
+            if r.features:
+                raise UsageError(f"device {r.device_id}: features need entitlements; this repository has none "
+                                 f"yet ({SIGNERS_PATH})", hint="run `otactl fleet entitle`")
+            plan.ready.append(r.entitled(None))
+            continue
+        path = layout.device_path(r.device_id)
+        bin_name = plan.bins[r.device_id] = repo.bin_for(path)
+        old_tf = repo.role(bin_name).signed.targets.get(path)
+        if old_tf is None:
+            plan.to_sign.append((r, 1))
+            continue
+        if not reread and layout.get_custom(old_tf).get("row") == r.inventory_digest():
+            plan.unchanged += 1
+            continue
+        old = (known or {}).get(r.device_id) or _published_record(ctx, old_tf)
+        ent = None if old is None else old.entitlement
+        if ent is not None and ent.statement.grant == r.grant:
+            try:
+                signers.verify(ent, device_id=r.device_id, public_key=r.public_key)
+                plan.ready.append(r.entitled(ent))
+                continue
+            except EntitlementError:
+                pass  # signed by signers no longer trusted (a migration), or forged: sign it again
+        plan.to_sign.append((r, 1 if ent is None else ent.statement.version + 1))
+    return plan
+
+
+def _write(ctx: Context, repo: Repository, plan: _Plan, keys: EntitlementSigners | None,
+           batch_size: int) -> tuple[dict[str, list[TargetFile]], int, int]:
+    """Write the record files (one bulk write) and stage their bin entries; (changed bins, records
+    whose bytes were already published, batches signed)."""
+    signer_list = keys.load() if plan.to_sign and keys is not None else []
     changed: dict[str, list[TargetFile]] = defaultdict(list)
     unchanged = 0
+    batches = -(-len(plan.to_sign) // batch_size)
+
+    def entitled() -> Iterator[DeviceRecord]:
+        yield from plan.ready
+        proofs = sign_in_batches((r.statement(v) for r, v in plan.to_sign), signer_list, issued=ctx.now,
+                                 batch_size=batch_size)
+        for (r, _), proof in zip(plan.to_sign, proofs, strict=True):
+            yield r.entitled(proof)
 
     def files(written: progress.Task) -> Iterator[tuple[str, bytes]]:
         nonlocal unchanged
-        for r in records:
+        for r in entitled():
             written.advance()
             path, data, tf = _entry(r)
-            bin_name = repo.bin_for(path)
+            bin_name = plan.bins.get(r.device_id) or repo.bin_for(path)
             old = repo.role(bin_name).signed.targets.get(path)
             if old is not None and old.length == tf.length and old.hashes == tf.hashes and \
                     layout.get_custom(old) == layout.get_custom(tf):
@@ -114,14 +181,40 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
             yield layout.target_key(path, tf.hashes["sha256"]), data
 
     # record files are content-addressed: invisible to devices until a bin names them
-    with progress.task("writing device records", len(records)) as writing:
+    with progress.task("writing device records", len(plan.ready) + len(plan.to_sign)) as writing:
         ctx.store.put_many(files(writing))
     for bin_name, entries in changed.items():
         targets = repo.edit(bin_name).targets
         for tf in entries:
             targets[tf.path] = tf
+    return changed, unchanged, batches
+
+
+def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
+                   lines: Mapping[str, int] | None = None, *, entitlement_keys: Sequence[str] = (),
+                   batch_size: int = DEFAULT_BATCH_SIZE) -> FleetChange:
+    """Write every record (unchanged ones are skipped) and publish the changed bins once.
+
+    In a migrated repository (decision 0406) a device whose grant (variant, features, key, model,
+    hardware revision) is new or changed gets a new statement, signed in batches of ``batch_size``
+    by the entitlement keys (``entitlement_keys``: names or URIs; default the trust file's); other
+    changes reuse the published entitlement and need no entitlement key."""
+    repo = ctx.repository()
+    releases: dict[str, ModelReleases | None] = {}
+    for r in records:
+        if r.model not in releases:
+            releases[r.model] = model_releases(repo, r.model)
+        problem = _problem(r, releases[r.model])
+        if problem is not None:
+            raise InputFileError(source, f"device {r.device_id}: {problem[1]}",
+                                 line=(lines or {}).get(r.device_id), field=problem[0])
+    signers = published_signers(ctx, repo)
+    plan = _plan(ctx, repo, records, signers)
+    keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
+    changed, unchanged, batches = _write(ctx, repo, plan, keys, batch_size)
     written = repo.publish() if changed else []
-    return FleetChange(len(records), len(changed), len(written), unchanged)
+    return FleetChange(len(records), len(changed), len(written), plan.unchanged + unchanged,
+                       len(plan.to_sign), batches)
 
 
 def get_device(ctx: Context, repo: Repository, device_id: str) -> DeviceRecord:
@@ -137,13 +230,16 @@ def get_device(ctx: Context, repo: Repository, device_id: str) -> DeviceRecord:
 
 
 def set_device(ctx: Context, device_id: str, *, variant: str | None, tags: list[str] | None,
-               pin: str | None, clear_pin: bool) -> tuple[DeviceRecord, FleetChange]:
+               pin: str | None, clear_pin: bool, region: str | None = None, features: list[str] | None = None,
+               entitlement_keys: Sequence[str] = ()) -> tuple[DeviceRecord, FleetChange]:
+    """Change one device. A new variant or features needs the entitlement signers (in a migrated
+    repository); tags, region and pin are operational and reuse the device's entitlement."""
     if pin is not None and clear_pin:
         raise UsageError("give --pin or --unpin, not both")
     repo = ctx.repository()
     record = get_device(ctx, repo, device_id)
     try:
-        new = record.with_changes(variant, tags, pin, clear_pin)
+        new = record.with_changes(variant, tags, pin, clear_pin, region=region, features=features)
     except ValueError as exc:
         raise UsageError(f"device {device_id}: {exc}") from None
     problem = _problem(new, model_releases(repo, new.model))
@@ -151,11 +247,13 @@ def set_device(ctx: Context, device_id: str, *, variant: str | None, tags: list[
         raise UsageError(f"device {device_id}: {problem[0]}: {problem[1]}")
     if new == record:
         return record, FleetChange(1, 0, 0, 1)
-    path, data, tf = _entry(new)
-    ctx.store.put(layout.target_key(path, tf.hashes["sha256"]), data)
-    repo.edit(repo.bin_for(path)).targets[path] = tf
-    written = repo.publish()
-    return new, FleetChange(1, 1, len(written))
+    signers = published_signers(ctx, repo)
+    plan = _plan(ctx, repo, [new], signers, reread=True, known={device_id: record})
+    keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
+    changed, _, batches = _write(ctx, repo, plan, keys, DEFAULT_BATCH_SIZE)
+    written = repo.publish() if changed else []
+    final = get_device(ctx, repo, device_id) if changed else record
+    return final, FleetChange(1, len(changed), len(written), 0 if changed else 1, len(plan.to_sign), batches)
 
 
 def list_devices(ctx: Context) -> list[DeviceRecord]:

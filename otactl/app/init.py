@@ -19,6 +19,7 @@ from securesystemslib.signer import Signer, SSlibKey
 
 import otactl.keys.keyfile as keyfile
 from otactl.app import bootstrap
+from otactl.app.entitlements import ENTITLEMENT_KEY, publish_signers_target, signers_from_trust, write_signers_file
 from otactl.errors import KeyAccessError, StoreError, UsageError
 from otactl.repo import layout
 from otactl.repo.canonical import CANONICAL
@@ -147,8 +148,9 @@ def init_workspace(
         raise UsageError(f"{target}: already exists and is not empty; refusing to overwrite a workspace")
     specs = [ReleaseManagerSpec.parse(rm) for rm in release_managers]
     names = [rm.name for rm in specs]
-    if len(set(names)) != len(names) or {"ci", "online", "root-1", "targets-1"} & set(names):
-        raise UsageError("--release-manager names must be unique and not ci, online, root-1 or targets-1")
+    if len(set(names)) != len(names) or {"ci", "online", "root-1", "targets-1", ENTITLEMENT_KEY} & set(names):
+        raise UsageError("--release-manager names must be unique and not ci, online, root-1, targets-1 or "
+                         f"{ENTITLEMENT_KEY}")
     publics = [rm.public.keyid for rm in specs if rm.public is not None]
     if len(set(publics)) != len(publics):
         raise UsageError("--release-manager: two release managers give the same public key")
@@ -166,7 +168,8 @@ def init_workspace(
     # every passphrase before any Argon2id work: a missing one fails at once, naming its variable
     passphrases = PassphraseSource(shared=shared_passphrase)
     remote = {rm.name: rm.public for rm in specs if rm.public is not None}
-    key_names = sorted({k for keys, _ in roles.values() for k in keys} - set(remote))
+    # the entitlement signer (decision 0406): an offline key of its own, asked for after the others
+    key_names = [*sorted({k for keys, _ in roles.values() for k in keys} - set(remote)), ENTITLEMENT_KEY]
     passphrase_of = {name: passphrases(name) for name in key_names}
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +207,7 @@ def init_workspace(
             ci_keys=("ci",),
             release_managers=tuple(names),
             bin_bit_length=bin_bit_length,
+            entitlement_keys=(ENTITLEMENT_KEY,),
         )
         ws = Workspace.open(build)
         ws.write_trust(trust)
@@ -216,6 +220,9 @@ def init_workspace(
             for k in trust.role(role).keys:
                 if k in signers:
                     md.sign(signers[k], append=True, signed_serializer=CANONICAL)
+        entitlement_signers = signers_from_trust(trust)
+        publish_signers_target(repo, entitlement_signers)
+        write_signers_file(build, entitlement_signers)
         published = repo.publish()
         bootstrap.stage(ws.store(), repo.deferred)
         root_v1 = ws.store().get(layout.metadata_key("root", 1))

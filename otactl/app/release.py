@@ -68,6 +68,7 @@ class ReleaseInfo:
     variant_changes: dict[str, Any] = field(default_factory=dict)
     previous: str | None = None
     firmware: dict[str, str] = field(default_factory=dict)  # hardware revision -> image target
+    needed: int = 0  # signatures still needed before it can publish (staged only)
 
 
 def version_key(version: str) -> tuple[Any, ...]:
@@ -278,7 +279,8 @@ def info(ctx: Context, ref: ReleaseRef) -> ReleaseInfo:
     missing = [k for k in role.keys if k not in signed_by] if status in ("staged", "approved") else []
     result = ReleaseInfo(ref.model, ref.version, status, state["security_version"], signed_by,
                          missing if status == "staged" else [], role.threshold, state["created"],
-                         variants=state.get("variants", {}))
+                         variants=state.get("variants", {}),
+                         needed=max(0, role.threshold - len(signed_by)) if status == "staged" else 0)
     if md is not None:
         for path in sorted(p for p in md.signed.targets if belongs(p, ref.model, ref.version)):
             tf = md.signed.targets[path]

@@ -121,10 +121,31 @@ def verify(ctx: Context) -> VerifyResult:
     return VerifyResult(ctx.store.url, len(repo.role_names()) + 3, checked, nbytes)
 
 
-def refresh(ctx: Context, *, warn_days: int = 30, force: bool = False) -> RefreshResult:
-    """Re-sign online roles past half their lifetime; report offline roles close to expiry."""
+def _signable_here(ctx: Context, role: str) -> bool:
+    """Whether this workspace holds the private keys of ``role``'s threshold (a lab, or the offline
+    signing machine), so ``refresh --offline`` may re-sign it."""
+    entry = ctx.trust.role(role)
+    return sum(ctx.signers.has_private(k) for k in entry.keys) >= entry.threshold
+
+
+def refresh(ctx: Context, *, warn_days: int = 30, force: bool = False, offline: bool = False) -> RefreshResult:
+    """Re-sign online roles past half their lifetime; report offline roles close to expiry.
+
+    ``offline``: also re-sign the offline roles (root included: a new ``N.root.json``) that expire
+    within ``warn_days`` and whose threshold of keys this workspace holds (decision 1204: a device
+    back after a year must find no lapsed role); the others are still reported."""
     repo = ctx.repository()
     result = RefreshResult()
+    limit = timedelta(days=warn_days)
+    if offline:
+        for name in ("root", *(n for n in repo.role_names() if n in layout.OFFLINE_ROLES)):
+            expires = (repo.root if name == "root" else repo.role(name)).signed.expires
+            if expires - ctx.now < limit and _signable_here(ctx, name):
+                if name == "root":
+                    repo.edit_root()
+                else:
+                    repo.edit(name)
+                result.resigned.append(name)
     for name in repo.role_names():
         role_name = "devices" if name.startswith(f"{layout.BIN_PREFIX}-") else name
         if role_name not in layout.ONLINE_ROLES:
@@ -139,7 +160,6 @@ def refresh(ctx: Context, *, warn_days: int = 30, force: bool = False) -> Refres
             repo.snapshot.signed.expires - ctx.now < timedelta(days=ctx.trust.role("snapshot").expires_days) / 2:
         repo.publish()
         result.resigned += ["snapshot", "timestamp"]
-    limit = timedelta(days=warn_days)
     for row in status(ctx):
         base = row.role
         if base in layout.OFFLINE_ROLES and datetime.fromisoformat(row.expires) - ctx.now < limit:

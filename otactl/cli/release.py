@@ -22,7 +22,8 @@ def _show(rel: Any, output: Output, kind: str) -> None:
         return
     print(f"{rel.model}/{rel.version}: {rel.status} (security_version {rel.security_version}); "
           f"signed by {', '.join(rel.signed_by) or 'nobody'}"
-          + (f"; missing: {', '.join(rel.missing)} (threshold {rel.threshold})" if rel.missing else ""))
+          + (f"; needs {rel.needed} more of: {', '.join(rel.missing)} (threshold {rel.threshold})"
+             if rel.needed else ""))
 
 
 @app.command("build")
@@ -170,9 +171,10 @@ def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None
         return
     if not rows:
         info("no releases yet")
-    table("releases", ["model", "version", "status", "security", "signed by", "missing", "variants"],
-          [[r.model, r.version, r.status, r.security_version, ", ".join(r.signed_by), ", ".join(r.missing),
-            ", ".join(sorted(r.variants))] for r in rows])
+    table("releases", ["model", "version", "status", "security", "signed by", "needs", "variants"],
+          [[r.model, r.version, r.status, r.security_version, ", ".join(r.signed_by),
+            f"{r.needed} more of: {', '.join(r.missing)}" if r.needed else "", ", ".join(sorted(r.variants))]
+           for r in rows])
 
 
 @app.command("reinstate")

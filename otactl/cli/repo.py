@@ -1,4 +1,4 @@
-"""`otactl repo publish|verify|status|refresh|serve|fetch`."""
+"""`otactl repo publish|verify|status|refresh|prune|serve|fetch`."""
 
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def refresh(
     workspace: Path = WorkspaceOpt,
     warn_days: int = typer.Option(30, "--warn-days", help="Exit 4 if an offline role expires within this."),
     force: bool = typer.Option(False, "--force", help="Re-sign every online role now."),
+    offline: bool = typer.Option(False, "--offline", help="Also re-sign offline roles expiring within "
+                                 "--warn-days whose keys this workspace holds (root included)."),
     output: Output = OutputOpt,
 ) -> None:
     """Re-sign online roles before they lapse; exit 4 when an offline role is close to expiry (cron/CI).
@@ -88,11 +90,12 @@ def refresh(
     \b
     Example:
       otactl repo refresh --warn-days 45
+      otactl repo refresh --offline --warn-days 60
     """
     from otactl.app.context import Context
     from otactl.app.repo import refresh as run
 
-    result = run(Context.open(workspace), warn_days=warn_days, force=force)
+    result = run(Context.open(workspace), warn_days=warn_days, force=force, offline=offline)
     if output is Output.json:
         emit_json("repo-refresh", {"resigned": result.resigned,
                                    "expiring_offline": [r.__dict__ for r in result.expiring_offline]})
@@ -149,3 +152,49 @@ def fetch(
     else:
         out.write_bytes(data)
         info(f"{target}: {len(data)} bytes verified -> {out}")
+
+
+@app.command("prune")
+def prune(
+    workspace: Path = WorkspaceOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+    keep_versions: int = typer.Option(3, "--keep-versions", min=0,
+                                      help="Snapshot generations kept before the current one."),
+    grace_days: float = typer.Option(7.0, "--grace-days", min=0.0,
+                                     help="Also keep generations signed, and targets written, this recently."),
+    output: Output = OutputOpt,
+) -> None:
+    """Delete old metadata versions and targets no kept generation lists; every N.root.json is kept.
+
+    Kept: the current snapshot generation, the --keep-versions before it and every one signed
+    within --grace-days (a device mid-update finishes it), staged releases' targets, and what a
+    current policy and its stepping stones need. Exit 0: pruned (or listed, with --dry-run);
+    1: a problem (one line each; nothing deleted), an unreachable store, or a publication pending
+    or racing; 2: bad arguments.
+
+    \b
+    Example:
+      otactl repo prune --dry-run
+      otactl repo prune --keep-versions 5 -o json
+    """
+    import sys
+
+    from otactl.app.context import Context
+    from otactl.app.prune import prune as run
+    from otactl.errors import VerificationError
+
+    with progress("pruning" if not dry_run else "listing what a prune would delete"):
+        result = run(Context.open(workspace), dry_run=dry_run, keep_versions=keep_versions, grace_days=grace_days)
+    for problem in result.problems:
+        print(f"otactl: problem: {problem}", file=sys.stderr)
+    if result.problems:
+        raise VerificationError(f"repo prune: {len(result.problems)} problem(s) found; nothing was deleted")
+    if output is Output.json:
+        emit_json("repo-prune", result.to_json())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for removal in result.removals:
+        print(f"{verb} {removal.key}  ({removal.why})")
+    gone = "would go (dry run)" if dry_run else "deleted"
+    print(f"prune: {len(result.removals)} files {gone}; kept {result.kept_metadata} metadata files "
+          f"(generations {', '.join(map(str, result.generations))}) and {result.kept_targets} targets")

@@ -26,6 +26,11 @@ def serve(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Worker processes sharing the socket and the database.")
     ] = 1,
+    entitlement_signers: Annotated[
+        Path | None,
+        typer.Option("--entitlement-signers", help="The repository's entitlement signers (signing/"
+                     "entitlement-signers.json): enroll only records whose entitlement verifies."),
+    ] = None,
 ) -> None:
     """Run the ingest: POST /v1/reports, GET /metrics (for Prometheus), GET /healthz (Ctrl-C stops it).
 
@@ -39,8 +44,9 @@ def serve(
     from otactl.telemetry.server import serve as run
 
     limits = IngestLimits(max_body_bytes=max_body, clock_skew=timedelta(seconds=clock_skew))
-    run(db, devices, host, port, workers=workers, limits=limits,
-        ready=lambda url: info(f"otactl telemetry ingest on {url} (database {db})"))  # fmt: skip
+    run(db, devices, host, port, workers=workers, limits=limits, entitlement_signers=entitlement_signers,
+        ready=lambda url: info(f"otactl telemetry ingest on {url} (database {db})"),
+        warn=lambda text: info(f"warning: {text}"))  # fmt: skip
 
 
 @app.command("query")

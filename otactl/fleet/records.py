@@ -1,11 +1,15 @@
 """Device records and the inventory files they are imported from (CSV or YAML).
 
-Inventory errors name the file, the line of the device and the field (column) at fault.
+A record is the online-signed TUF target ``devices/<id>.json``. Schema ``otactl/device/2`` carries the
+device's offline-signed entitlement (decision 0406: model, hardware revision, device key, variant and
+features live only inside it); ``otactl/device/1``, from before a repository's migration, carries
+them itself. Inventory errors name the file, the line of the device and the field (column) at fault.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import re
@@ -15,21 +19,30 @@ from pathlib import Path
 from typing import Any
 
 from otactl.errors import InputFileError, OtactlError, VerificationError
+from otactl.fleet.entitlements import Entitlement, Statement, canonical_spliced
 from otactl.release.bundle import canonical
 from otactl.repo.layout import check_name
 from otactl.yamlio import load_yaml
 
-SCHEMA = "otactl/device/1"
-FIELDS = ("device_id", "model", "hardware_revision", "variant", "region", "tags", "public_key", "pin")
+SCHEMA = "otactl/device/1"  # a legacy record: no entitlement (a repository not migrated, 0406)
+SCHEMA_2 = "otactl/device/2"  # a record carrying its offline-signed entitlement
+FIELDS = ("device_id", "model", "hardware_revision", "variant", "region", "tags", "public_key", "pin", "features")
 REQUIRED = ("device_id", "model", "hardware_revision", "variant", "region", "public_key")
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
 _PIN = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 _NAMED = ("device_id", "model", "hardware_revision", "variant", "region")
 _LABELS = tuple((kind, kind.replace("_", " ")) for kind in _NAMED)
+_V2_FIELDS = frozenset({"schema", "device_id", "region", "tags", "pin", "entitlement"})
+
+Grant = tuple[str, str, str, str, str, tuple[str, ...]]  # device id, model, hw revision, key, variant, features
 
 
 @dataclass(frozen=True)
 class DeviceRecord:
+    """A device's record. ``variant``, ``features``, ``model``, ``hardware_revision`` and
+    ``public_key`` are what the record *claims*: with an entitlement they equal its statement, and
+    only a verifier (the agent, the ingest: ``Signers.verify``) makes them trustworthy."""
+
     device_id: str
     model: str
     hardware_revision: str
@@ -38,6 +51,8 @@ class DeviceRecord:
     tags: tuple[str, ...]
     public_key: str
     pin: str | None = None
+    features: tuple[str, ...] = ()
+    entitlement: Entitlement | None = field(default=None, compare=True)
 
     def __post_init__(self) -> None:
         for kind, label in _LABELS:
@@ -47,37 +62,118 @@ class DeviceRecord:
             check_name(label, value)
         for tag in self.tags:
             check_name("tag", tag)
+        for feature in self.features:
+            check_name("feature", feature)
+        if list(self.features) != sorted(set(self.features)):
+            raise ValueError("features must be sorted and unique")
         if not _HEX_KEY.match(self.public_key):
             raise ValueError("public_key must be an ed25519 public key, 64 lowercase hex digits")
         if self.pin is not None and not _PIN.match(self.pin):
             raise ValueError(f"pin {self.pin!r} must be a release version like 2.1.0")
+        if self.entitlement is not None and self.entitlement.statement.grant != self.grant:
+            raise ValueError("the record's device, model, hardware revision, key, variant or features differ "
+                             "from its entitlement statement")
+
+    @property
+    def grant(self) -> Grant:
+        """What only the entitlement signers may change (decision 0406)."""
+        return (self.device_id, self.model, self.hardware_revision, self.public_key, self.variant, self.features)
+
+    def statement(self, version: int) -> Statement:
+        return Statement.of_checked(self.device_id, self.model, self.hardware_revision, self.public_key,
+                                    self.variant, self.features, version)
+
+    def entitled(self, entitlement: Entitlement | None) -> DeviceRecord:
+        """This record carrying ``entitlement`` (which must grant what the record says)."""
+        if entitlement is not None and entitlement.statement.grant != self.grant:
+            raise ValueError("the entitlement's statement grants another device, key, variant or features")
+        new = object.__new__(DeviceRecord)  # the other fields are checked already: copy, do not re-check
+        new.__dict__.update(self.__dict__)
+        object.__setattr__(new, "entitlement", entitlement)
+        return new
 
     def to_bytes(self) -> bytes:
-        return canonical({
-            "schema": SCHEMA, "device_id": self.device_id, "model": self.model,
-            "hardware_revision": self.hardware_revision, "variant": self.variant, "region": self.region,
-            "tags": sorted(self.tags), "pin": self.pin, "public_key": self.public_key,
-        })
+        if self.entitlement is None:
+            return canonical({
+                "schema": SCHEMA, "device_id": self.device_id, "model": self.model,
+                "hardware_revision": self.hardware_revision, "variant": self.variant, "region": self.region,
+                "tags": sorted(self.tags), "pin": self.pin, "public_key": self.public_key,
+            })
+        return canonical_spliced({"schema": SCHEMA_2, "device_id": self.device_id, "region": self.region,
+                                  "tags": sorted(self.tags), "pin": self.pin},
+                                 {"entitlement": self.entitlement.to_bytes()})
+
+    def inventory_digest(self) -> str:
+        """A short digest of what an inventory row says about the device (change detection only:
+        ``fleet import`` skips a device whose published bin entry carries the same digest). Fields
+        are names, hex and versions (no newline, no comma), joined by newlines."""
+        text = "\n".join((*self.grant[:5], ",".join(self.features), self.region, ",".join(sorted(self.tags)),
+                          self.pin or ""))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        """The record in ``fleet list -o json`` (the ingest reads it back: ``telemetry serve --devices``)."""
+        doc: dict[str, Any] = {"schema": SCHEMA if self.entitlement is None else SCHEMA_2,
+                               "device_id": self.device_id, "model": self.model,
+                               "hardware_revision": self.hardware_revision, "variant": self.variant,
+                               "region": self.region, "tags": list(self.tags), "public_key": self.public_key,
+                               "pin": self.pin}
+        if self.entitlement is not None:
+            doc["features"] = list(self.features)
+            doc["entitlement"] = self.entitlement.to_dict()
+        return doc
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> DeviceRecord:
         try:
             doc = json.loads(data)
-            if doc.pop("schema", None) != SCHEMA:
-                raise ValueError(f"schema is not {SCHEMA}")
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+            schema = doc.pop("schema", None)
+            if schema == SCHEMA_2:
+                return cls._from_v2(doc)
+            if schema != SCHEMA:
+                raise ValueError(f"schema is neither {SCHEMA_2} nor {SCHEMA}")
             doc["tags"] = tuple(doc.get("tags", ()))
+            if "features" in doc or "entitlement" in doc:
+                raise ValueError(f"a {SCHEMA} record carries no features or entitlement")
             return cls(**doc)
         except (ValueError, TypeError, OtactlError) as exc:
             raise VerificationError(f"{where}: not a valid device record ({exc})") from None
 
+    @classmethod
+    def _from_v2(cls, doc: dict[str, Any]) -> DeviceRecord:
+        unknown = sorted(set(doc) - _V2_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}")
+        ent = Entitlement.from_dict(doc.get("entitlement"))
+        st = ent.statement
+        tags = doc.get("tags", [])
+        if not isinstance(tags, list):
+            raise ValueError("tags must be a list")
+        if doc.get("device_id") != st.device_id:
+            raise ValueError(f"device_id {doc.get('device_id')!r} is not its entitlement's {st.device_id!r}")
+        region = doc.get("region")
+        if not isinstance(region, str):
+            raise ValueError("region must be text")
+        return cls(st.device_id, st.model, st.hardware_revision, st.variant, region, tuple(tags),
+                   st.public_key, doc.get("pin"), st.features, ent)
+
     def with_changes(self, variant: str | None, tags: list[str] | None, pin: str | None,
-                     clear_pin: bool) -> DeviceRecord:
-        return replace(
+                     clear_pin: bool, *, region: str | None = None,
+                     features: list[str] | None = None) -> DeviceRecord:
+        """The record with these changes; a changed grant (variant, features) drops the entitlement,
+        which the entitlement signers must then sign again. Tags, region and pin keep it."""
+        new = replace(
             self,
             variant=variant if variant is not None else self.variant,
+            features=tuple(sorted(set(features))) if features is not None else self.features,
             tags=tuple(sorted(set(tags))) if tags is not None else self.tags,
+            region=region if region is not None else self.region,
             pin=None if clear_pin else (pin if pin is not None else self.pin),
+            entitlement=None,
         )
+        return new if new.grant != self.grant else replace(new, entitlement=self.entitlement)
 
 
 @dataclass(frozen=True)
@@ -106,16 +202,25 @@ def _check(where: Where, name: str, value: Any) -> str:
         raise where(name, exc.message.removeprefix(f"{label} ")) from None
 
 
+def _listed(value: Any) -> Any:
+    """Tags or features: a list, or in CSV one cell separated by ';' (or blanks)."""
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return [t for t in re.split(r"[;\s]+", value) if t]
+    return value
+
+
 def _record(where: Where, raw: dict[str, Any]) -> DeviceRecord:
-    tags = raw.get("tags") or ()
-    if isinstance(tags, str):
-        tags = [t for t in re.split(r"[;\s]+", tags) if t]
+    tags = _listed(raw.get("tags"))
+    features = _listed(raw.get("features"))
     pin = raw.get("pin")
-    if isinstance(tags, list | tuple):
+    if isinstance(tags, list | tuple) and isinstance(features, list | tuple):
         try:  # the fast path: a good row (a million-device inventory is mostly good rows)
             return DeviceRecord(
                 raw["device_id"], raw["model"], raw["hardware_revision"], raw["variant"], raw["region"],
-                tuple(sorted(set(tags))), raw["public_key"].lower(), None if pin in (None, "") else pin)
+                tuple(sorted(set(tags))), raw["public_key"].lower(), None if pin in (None, "") else pin,
+                tuple(sorted(set(features))))
         except (KeyError, ValueError, TypeError, AttributeError, OtactlError):
             pass
     # a bad row: find the field to name
@@ -128,6 +233,10 @@ def _record(where: Where, raw: dict[str, Any]) -> DeviceRecord:
         raise where("tags", "must be a list of tags (in CSV: separated by ';')")
     for t in tags:
         _check(where, "tags", t)
+    if not isinstance(features, list | tuple):
+        raise where("features", "must be a list of feature names (in CSV: separated by ';')")
+    for f in features:
+        _check(where, "features", f)
     key = raw["public_key"]
     if not isinstance(key, str) or not _HEX_KEY.match(key.lower()):
         raise where("public_key", "must be an ed25519 public key, 64 hex digits")

@@ -11,6 +11,8 @@ A device's compliance is one :class:`Compliance` phase, decided in this order (d
 3. ``no_target``: its model has neither a rollout policy nor a published release;
 4. ``on_target``: it runs its target (the release its rollout policy gives its ring, or its pin;
    without a policy, the model's newest published release);
+   ``waiting``: its last health report says it holds its target downloaded and waits for its
+   maintenance window or install preconditions (decision 1202);
 5. its last install event: ``updating`` (offered, downloaded, installed, booted), ``failed``, ``reverted``;
 6. ``behind`` (it runs an older release) or ``off_target`` (a newer one, or one that is not a version).
 """
@@ -34,6 +36,7 @@ class Compliance(StrEnum):
     ON_TARGET = "on_target"
     BEHIND = "behind"
     UPDATING = "updating"
+    WAITING = "waiting"
     FAILED = "failed"
     REVERTED = "reverted"
     OFF_TARGET = "off_target"
@@ -47,6 +50,7 @@ LABELS: dict[Compliance, str] = {
     Compliance.ON_TARGET: "on target",
     Compliance.BEHIND: "behind",
     Compliance.UPDATING: "updating (install in progress)",
+    Compliance.WAITING: "waiting for window (downloaded)",
     Compliance.FAILED: "failed",
     Compliance.REVERTED: "reverted",
     Compliance.OFF_TARGET: "off target (newer or not a version)",
@@ -94,6 +98,7 @@ class LastReports:
     running: str | None  # release of its last health report or committed event; None: never reported one
     last_event: str | None = None  # its last event report's event (report.Event value)
     last_event_release: str | None = None
+    waiting: str | None = None  # the release its last health report waits to install (decision 1202)
 
     def __post_init__(self) -> None:
         if self.last_seen.tzinfo is None:
@@ -212,6 +217,8 @@ def _phase(last: LastReports | None, target: str | None, since: datetime) -> Com
         return Compliance.NO_TARGET
     if last.running == target:
         return Compliance.ON_TARGET
+    if last.waiting == target:
+        return Compliance.WAITING
     if last.last_event in _EVENT_PHASE:
         return _EVENT_PHASE[last.last_event]
     running, wanted = (None if last.running is None else version_order(last.running)), version_order(target)

@@ -29,7 +29,7 @@ from otactl.report.rollouts import md_text
 Section = tuple[str, list[str], list[list[Any]]]
 UNKNOWN = "unknown"
 FUNNEL_COLUMNS = ["offered", "downloaded", "installed", "booted", "committed", "healthy after soak", "failed",
-                  "reverted"]
+                  "reverted", "waiting for window"]
 
 
 def _t(x: Any) -> str:

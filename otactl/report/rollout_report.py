@@ -11,8 +11,10 @@ function the controller's ``plan`` and policy use, and the agent's ``ring_for`` 
 stage is the furthest install event it reported for the rollout's release inside the rollout's
 window (a health report on the release counts as committed): offered < downloaded < installed <
 booted < committed, then *healthy after soak*: still running the release at the window's end with at
-least the ring's per-device soak hours on it and no crash reported on it. ``failed`` and
-``reverted`` are counted beside the funnel. Without telemetry every count is None (unknown).
+least the ring's per-device soak hours on it and no crash reported on it. ``failed``,
+``reverted`` and ``waiting`` (its last health report in the window says it holds the release
+downloaded and waits for its maintenance window or preconditions, decision 1202) are counted beside
+the funnel. Without telemetry every count is None (unknown).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ DEFAULT_SOAK_HOURS = 24.0  # per-device soak of a ring without a late soak: one 
 
 STAGES = ("offered", "downloaded", "installed", "booted", "committed")
 FUNNEL = (*STAGES, "healthy")  # the funnel's columns, in order
-OUTCOMES = ("failed", "reverted")
+OUTCOMES = ("failed", "reverted", "waiting")
 # how far an event shows the device got: a revert happens after the install (A/B trial boot)
 _REACHED = {**{s: i for i, s in enumerate(STAGES)}, "reverted": STAGES.index("installed")}
 ALL_VARIANTS = "all"
@@ -74,6 +76,7 @@ class DeviceHistory:
     hours: float = 0.0  # uptime on the release its health reports give in the window
     crashes: int = 0  # crashes those reports give
     running: tuple[tuple[datetime, str], ...] = ()  # each change of the release it runs, up to the window's end
+    waiting: bool = False  # its last health report in the window waits to install the release (decision 1202)
 
     def running_at(self, t: datetime) -> str | None:
         now = None
@@ -287,7 +290,7 @@ def _stage(h: DeviceHistory | None, release: str, end: datetime, soak: float) ->
         reached = max(reached, STAGES.index("committed"))
     if reached == STAGES.index("committed") and h.running_at(end) == release and h.hours >= soak and not h.crashes:
         reached = len(STAGES)  # healthy
-    return reached, {e for e in OUTCOMES if e in h.events}
+    return reached, {e for e in OUTCOMES if e in h.events} | ({"waiting"} if h.waiting else set())
 
 
 def _funnel(devices: Sequence[FleetDevice], history: Mapping[str, DeviceHistory] | None, release: str,

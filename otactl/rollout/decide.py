@@ -273,10 +273,14 @@ def next_policy(plan: Plan, state: RolloutState, *, model: str, rollout_id: str,
     for i, ring in enumerate(plan.rings):
         on_new = not rolled_back and i <= state.ring_index
         rings.append({"name": ring.name, "selector": ring.selector.to_json(),
-                      "release": release.version if on_new else last_good.version})
-    return {"schema": POLICY_SCHEMA, "model": model, "rollout_id": rollout_id, "salt": salt,
-            "policy_version": prev_version + 1, "baseline": last_good.version, "rings": rings,
-            "bad_releases": bad, "min_security_version": floor}
+                      "release": release.version if on_new else last_good.version,
+                      **plan.install_rules(ring).to_json()})  # windows, preconditions (decision 1202)
+    doc = {"schema": POLICY_SCHEMA, "model": model, "rollout_id": rollout_id, "salt": salt,
+           "policy_version": prev_version + 1, "baseline": last_good.version, "rings": rings,
+           "bad_releases": bad, "min_security_version": floor}
+    if plan.region_timezones:
+        doc["region_timezones"] = dict(plan.region_timezones)
+    return doc
 
 
 def reinstate_policy(previous: Mapping[str, Any], version: str) -> dict[str, Any]:

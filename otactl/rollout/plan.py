@@ -6,11 +6,19 @@ The format is documented in ``canary/SCHEMA.md``. Every error names the file, li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NewType, TypeVar
 
+from otactl.rollout.windows import (
+    PRECONDITIONS,
+    InstallRules,
+    InstallWindow,
+    PreconditionSpec,
+    check_cron,
+    check_zone,
+)
 from otactl.telemetry.counters import LATE_AGES as LATE_AGES_H  # the ages telemetry counts
 from otactl.yamlio import FieldPath, YamlDoc, check_keys, load_yaml, parse_yaml
 
@@ -143,6 +151,7 @@ class RingSpec:
     approvals: Approvals | None = None
     on_failure: OnFailure = OnFailure.ROLLBACK
     late_soak: LateSoak | None = None
+    install: InstallRules | None = None  # None: the plan-wide rules (decision 1202)
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,8 @@ class Plan:
     false_rollback_budget: float = 0.01
     source: str = "<memory>"
     harm_confidence: float = 0.95  # a PASS rules out each gate's harm with this confidence
+    install: InstallRules = field(default_factory=InstallRules)  # plan-wide install windows, preconditions
+    region_timezones: tuple[tuple[str, str], ...] = ()  # region -> IANA zone, for `timezone: device`
 
     def __post_init__(self) -> None:
         if not self.rings:
@@ -179,6 +190,10 @@ class Plan:
         """Alpha spending: the false-rollback budget split evenly over the plan's tests."""
         return self.false_rollback_budget / max(len(self.test_keys()), 1)
 
+    def install_rules(self, ring: RingSpec) -> InstallRules:
+        """The ring's own install windows and preconditions, else the plan-wide ones."""
+        return self.install if ring.install is None else ring.install
+
     def ring_index(self, name: str) -> int:
         for i, ring in enumerate(self.rings):
             if ring.name == name:
@@ -186,9 +201,11 @@ class Plan:
         raise KeyError(name)
 
 
-_TOP = {"schema", "name", "strata", "salt", "false_rollback_budget", "harm_confidence", "rings"}
+_INSTALL = {"install_windows", "preconditions"}
+_TOP = {"schema", "name", "strata", "salt", "false_rollback_budget", "harm_confidence", "rings",
+        "region_timezones", *_INSTALL}
 _RING = {"name", "selector", "soak_device_hours", "min_reporting_devices", "gates", "approvals",
-         "on_failure", "late_soak"}
+         "on_failure", "late_soak", *_INSTALL}
 _GATE = {"metric", "max_ratio", "limit", "detect_ratio", "harm_ratio", "missing", "stratified"}
 
 
@@ -218,8 +235,70 @@ def _plan(doc: YamlDoc) -> Plan:
         raise doc.error(("rings",), "must be a non-empty list of rings")
     rings = tuple(_ring(doc, ("rings", i), r) for i, r in enumerate(raw_rings))
     _check_order(doc, rings)
+    install = parse_install_rules(doc, (), top) or InstallRules()
+    zones = _region_timezones(doc, top.get("region_timezones", {}))
     return Plan(name=name, rings=rings, strata=strata, salt=salt, false_rollback_budget=budget,
-                source=doc.path, harm_confidence=confidence)
+                source=doc.path, harm_confidence=confidence, install=install, region_timezones=zones)
+
+
+def parse_install_rules(doc: YamlDoc, where: FieldPath, raw: dict[str, Any]) -> InstallRules | None:
+    """``install_windows`` and ``preconditions`` of the plan or a ring (None: neither key given)."""
+    if not _INSTALL & set(raw):
+        return None
+    windows_raw = raw.get("install_windows", [])
+    if not isinstance(windows_raw, list):
+        raise doc.error((*where, "install_windows"), "must be a list of {cron, duration_minutes, timezone}")
+    windows = []
+    for i, w in enumerate(windows_raw):
+        at: FieldPath = (*where, "install_windows", i)
+        w = check_keys(doc, at, w, {"cron", "duration_minutes", "timezone"}, {"cron", "duration_minutes"})
+        try:
+            check_cron(w["cron"])
+        except ValueError as exc:
+            raise doc.error((*at, "cron"), str(exc)) from None
+        minutes = w["duration_minutes"]
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 7 * 24 * 60:
+            raise doc.error((*at, "duration_minutes"), "must be a whole number of minutes from 1 to 10080")
+        try:
+            zone = check_zone(w.get("timezone", "device"))
+        except ValueError as exc:
+            raise doc.error((*at, "timezone"), str(exc)) from None
+        windows.append(InstallWindow(w["cron"], minutes, zone))
+    pre_raw = raw.get("preconditions", [])
+    if not isinstance(pre_raw, list):
+        raise doc.error((*where, "preconditions"), "must be a list like [engine_off, battery_min: 40]")
+    pre: list[PreconditionSpec] = []
+    for i, p in enumerate(pre_raw):
+        at = (*where, "preconditions", i)
+        name, value = (p, None) if isinstance(p, str) else \
+            next(iter(p.items())) if isinstance(p, dict) and len(p) == 1 else (None, None)
+        if name not in PRECONDITIONS:
+            raise doc.error(at, f"unknown precondition {name if name is not None else p!r} "
+                            f"(known: engine_off, not_in_operation, battery_min: <percent>)")
+        if name == "battery_min" and value is None:
+            raise doc.error(at, "battery_min needs a percentage (battery_min: 40)")
+        if name != "battery_min" and value is not None:
+            raise doc.error(at, f"{name} takes no value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100):
+            raise doc.error((*at, str(name)), "must be a whole percentage from 0 to 100")
+        if any(q.name == name for q in pre):
+            raise doc.error(at, f"precondition {name} given twice")
+        pre.append(PreconditionSpec(str(name), value))
+    return InstallRules(tuple(windows), tuple(pre))
+
+
+def _region_timezones(doc: YamlDoc, raw: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise doc.error(("region_timezones",), "must map regions to IANA time zones (eu-west: Europe/Berlin)")
+    out = []
+    for region, zone in sorted(raw.items()):
+        try:
+            if zone == "device":
+                raise ValueError("must be an IANA time zone name like Europe/Berlin")
+            out.append((_string(doc, ("region_timezones",), region), check_zone(zone)))
+        except ValueError as exc:
+            raise doc.error(("region_timezones", region), str(exc)) from None
+    return tuple(out)
 
 
 def _check_order(doc: YamlDoc, rings: tuple[RingSpec, ...]) -> None:
@@ -271,7 +350,7 @@ def _ring(doc: YamlDoc, where: FieldPath, raw: Any) -> RingSpec:
     if r.get("late_soak") is not None:
         late = _late_soak(doc, (*where, "late_soak"), r["late_soak"])
     return RingSpec(name, _selector(doc, (*where, "selector"), r["selector"]), soak, min_dev,
-                    gates, approvals, on_failure, late)
+                    gates, approvals, on_failure, late, parse_install_rules(doc, where, r))
 
 
 def _late_soak(doc: YamlDoc, where: FieldPath, raw: Any) -> LateSoak:

@@ -7,14 +7,17 @@ drawn), so the same scenario gives the same fleet behaviour whatever the thread 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from otactl.agent.conditions import CONDITIONS_FILE
 from otactl.agent.health import BootVerdict, HealthSample, integrity_check
 from otactl.agent.model import SlotManifest
+from otactl.fsutil import atomic_write
 from otactl.sim.scenario import Effect, Scenario
 
 
@@ -51,6 +54,14 @@ class SimulatedDevice:
             return 1.0
         day = int(self.hours // 24)
         return float(np.exp(np.random.default_rng(_seed(self.scenario.seed, "day", day)).normal(0, sigma)))
+
+    def write_conditions(self, device_dir: Path, round_: int) -> None:
+        """This round's readings for the agent's install preconditions (``conditions.json``, decision 1202)."""
+        b = self.scenario.behaviour
+        draw = random.Random(_seed(self.scenario.seed, self.device_id, round_, "conditions"))
+        engine, low = draw.random() < b.engine_running, draw.random() < b.low_battery
+        doc = {"engine_running": engine, "battery_percent": 20 if low else 90, "in_operation": engine}
+        atomic_write(device_dir / CONDITIONS_FILE, json.dumps(doc, sort_keys=True).encode())
 
     def boot_check(self, slot_dir: Path, manifest: SlotManifest) -> BootVerdict:
         verdict = integrity_check(slot_dir, manifest)

@@ -20,6 +20,7 @@ from typing import Any
 
 from otactl.app import rollout as controller
 from otactl.app.context import Context, utcnow
+from otactl.rollout.plan import load_plan
 from otactl.sim.full import FullSimulation, RoundStats, outcome_text
 from otactl.sim.scenario import PolicyStep, Scenario
 from otactl.sim.workspace import SimWorkspace
@@ -105,6 +106,7 @@ class ControlledSimulation(FullSimulation):
 
     def _poll(self, pool: ThreadPoolExecutor, online: random.Random) -> Counter[str]:
         polling = [a for a in self.agents.values() if online.random() < self.scenario.behaviour.online]
+        self.write_conditions(polling)
         now = utcnow()
         results = list(pool.map(lambda a: a.run_once(now), polling))
         for device_id, agent in self.agents.items():
@@ -129,6 +131,8 @@ class ControlledSimulation(FullSimulation):
 
     def _controlled_rounds(self, ws: SimWorkspace, telemetry: Telemetry) -> list[RoundStats]:
         self.workspace_path = ws.path
+        plan = load_plan(self.plan)  # the plan's install preconditions need the devices' readings (1202)
+        self.conditions = self.conditions or any(plan.install_rules(r).preconditions for r in plan.rings)
         model = self.scenario.fleet.model
         source = telemetry.source
         online = random.Random(f"{self.scenario.seed}:online")

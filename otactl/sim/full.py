@@ -94,6 +94,10 @@ class FullSimulation:
         self.progress = progress or (lambda _msg: None)
         self.devices: list[SimDevice] = []
         self.agents: dict[str, Agent] = {}
+        self.sims: dict[str, SimulatedDevice] = {}
+        b = scenario.behaviour  # whether devices get install-precondition readings each round (1202)
+        self.conditions = bool(scenario.rollout.install.preconditions or b.engine_running or b.low_battery)
+        self._polls = 0
         self.live_ingest_url = ""
 
     def device_dir(self, device_id: str) -> Path:
@@ -147,11 +151,14 @@ class FullSimulation:
         with self._servers(ws) as (repo_url, ingest_url, store), \
                 httpx.Client(timeout=30, limits=limits) as repo_http, \
                 httpx.Client(timeout=30, limits=limits) as ingest_http:
-            fetcher = HttpxFetcher(repo_http)
             self.live_ingest_url = ingest_url  # what a telemetry source beside the run scrapes
             for d in self.devices:
                 sim = SimulatedDevice(self.scenario, d.device_id, d.record.region)
-                self.agents[d.device_id] = Agent(self.device_dir(d.device_id), repo_url, ingest_url, fetcher=fetcher,
+                self.sims[d.device_id] = sim
+                # one fetcher per device over the shared connection pool: its byte count is this device's
+                # own (the transfer figures in its reports), never its neighbours'
+                self.agents[d.device_id] = Agent(self.device_dir(d.device_id), repo_url, ingest_url,
+                                                 fetcher=HttpxFetcher(repo_http),
                                                  ingest_client=ingest_http, boot_check=sim.boot_check,
                                                  health_probe=sim.health)
             started = time.monotonic()
@@ -180,6 +187,7 @@ class FullSimulation:
                     label = f"{step.release} on {', '.join(step.rings) if step.rings is not None else 'all rings'}"
                 t0, cpu0 = time.monotonic(), time.process_time()  # the devices' round, not the publishing
                 polling = [a for a in self.agents.values() if online.random() < self.scenario.behaviour.online]
+                self.write_conditions(polling)
                 now = utcnow()
                 results: list[RunResult] = list(pool.map(lambda a, at=now: a.run_once(at), polling))
                 outcomes = Counter(r.check.outcome for r in results)
@@ -189,6 +197,13 @@ class FullSimulation:
                 self.progress(f"round {rnd}: {label or '-'}; {stats.polled} polled; "
                               f"{outcome_text(stats.outcomes)} ({stats.seconds:.1f}s)")
         return out
+
+    def write_conditions(self, polling: list[Agent]) -> None:
+        """The polling devices' readings for this round's install preconditions (decision 1202)."""
+        if self.conditions:
+            for a in polling:
+                self.sims[a.identity.device_id].write_conditions(a.device.root, self._polls)
+        self._polls += 1
 
     def _result(self, rounds: list[RoundStats], seconds: float, repo_url: str, ingest_url: str,
                 ingest: dict[str, Any] | None) -> FullResult:

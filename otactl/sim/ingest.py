@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from otactl.errors import OtactlError
+from otactl.fleet.entitlements import Signers
 from otactl.telemetry.devices import DeviceRecordLike, DeviceRegistry
 from otactl.telemetry.ingest import create_app
 from otactl.telemetry.server import bind
@@ -25,12 +26,15 @@ class RunningIngest:
 
 @contextlib.contextmanager
 def running_ingest(db: Path, devices: list[DeviceRecordLike], host: str = "127.0.0.1",
-                   startup_timeout: float = 10.0) -> Iterator[RunningIngest]:
+                   startup_timeout: float = 10.0, signers: Signers | None = None) -> Iterator[RunningIngest]:
+    """``signers``: the repository's entitlement signers; then only records whose entitlement
+    verifies are enrolled (decision 0406)."""
     import uvicorn
 
     store = ReportStore(db)
     sock = bind(host, 0)
-    config = uvicorn.Config(create_app(store, DeviceRegistry(devices)), log_level="warning", access_log=False,
+    registry = DeviceRegistry(devices, signers=signers)
+    config = uvicorn.Config(create_app(store, registry), log_level="warning", access_log=False,
                             server_header=False, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="sim-ingest", daemon=True)

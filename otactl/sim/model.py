@@ -64,6 +64,9 @@ def _total(by_stratum: dict[StratumKey, CohortCounts]) -> CohortCounts:
 
 
 def _rollout_steps(scenario: Scenario) -> tuple[str, str, list[PolicyStep]]:
+    if scenario.rollout.install:
+        raise UsageError(f"{scenario.path}: rollout: model mode does not simulate install windows or "
+                         "preconditions; run it in full mode (decision 1202)")
     steps = list(scenario.rollout.schedule)
     first = next((i for i, s in enumerate(steps) if s.release != s.baseline), None)
     if first is None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Set
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from otactl.errors import OtactlError
 from otactl.repo.layout import check_name
+from otactl.rollout.plan import parse_install_rules
+from otactl.rollout.windows import InstallRules
 from otactl.yamlio import FieldPath, YamlDoc, check_keys, load_yaml
 
 SCHEMA = "otactl/scenario/1"
@@ -59,6 +61,8 @@ class Behaviour:
     strata: tuple[tuple[str, StratumRates], ...] = ()  # "variant/region" -> its base rates
     device_shape: float = 0.0  # per-device crash multiplier ~ Gamma(k, 1/k); 0: none
     daily_sigma: float = 0.0  # fleet-level noise: a lognormal factor per simulated day
+    engine_running: float = 0.0  # chance, per device and round, that its engine runs (conditions.json)
+    low_battery: float = 0.0  # chance, per device and round, that its battery is at 20% (else 90%)
 
     def stratum(self, variant: str, region: str) -> StratumRates:
         return dict(self.strata).get(f"{variant}/{region}", StratumRates())
@@ -141,6 +145,7 @@ class Rollout:
     rings: tuple[RingSpec, ...]
     schedule: tuple[PolicyStep, ...]
     skew: Skew | None = None
+    install: InstallRules = field(default_factory=InstallRules)  # every ring's windows, preconditions (1202)
 
 
 @dataclass(frozen=True)
@@ -338,6 +343,8 @@ def _behaviour(p: _Parser, value: Any, fleet: Fleet) -> Behaviour:
         strata=tuple(strata),
         device_shape=p.number((*w, "device_shape"), raw.get("device_shape", 0.0), 0.0, 100.0),
         daily_sigma=p.number((*w, "daily_sigma"), raw.get("daily_sigma", 0.0), 0.0, 2.0),
+        engine_running=p.number((*w, "engine_running"), raw.get("engine_running", 0.0), 0.0, 1.0),
+        low_battery=p.number((*w, "low_battery"), raw.get("low_battery", 0.0), 0.0, 1.0),
     )
 
 
@@ -381,7 +388,8 @@ def _releases(p: _Parser, value: Any, fleet: Fleet) -> tuple[ReleaseSpec, ...]:
 
 def _rollout(p: _Parser, value: Any, versions: set[str], fleet: Fleet) -> Rollout:
     w: FieldPath = ("rollout",)
-    raw = p.mapping(w, value, {"salt", "rings", "schedule", "skew"}, {"schedule"})
+    raw = p.mapping(w, value, {"salt", "rings", "schedule", "skew", "install_windows", "preconditions"},
+                    {"schedule"})
     skew = None
     if raw.get("skew") is not None:
         sk = p.mapping((*w, "skew"), raw["skew"], {"stratum", "factor"}, {"stratum", "factor"})
@@ -442,7 +450,8 @@ def _rollout(p: _Parser, value: Any, versions: set[str], fleet: Fleet) -> Rollou
     salt = raw.get("salt", "sim")
     if not isinstance(salt, str) or not salt:
         raise p.doc.error((*w, "salt"), "must be a non-empty string")
-    return Rollout(salt, tuple(rings), tuple(steps), skew)
+    install = parse_install_rules(p.doc, w, raw) or InstallRules()
+    return Rollout(salt, tuple(rings), tuple(steps), skew, install)
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -118,7 +118,8 @@ def policy_document(scenario: Scenario, step: PolicyStep) -> dict[str, Any]:
     for ring in scenario.rollout.rings:
         on = step.rings is None or ring.name in step.rings
         selector: dict[str, Any] = {"tags": list(ring.tags)} if ring.tags else {"percent": ring.percent}
-        rings.append({"name": ring.name, "selector": selector, "release": step.release if on else step.baseline})
+        rings.append({"name": ring.name, "selector": selector, "release": step.release if on else step.baseline,
+                      **scenario.rollout.install.to_json()})
     return {
         "model": scenario.fleet.model,
         "rollout_id": f"sim-{scenario.name}-{step.release}",

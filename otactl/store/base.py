@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 
@@ -75,6 +76,11 @@ class BlobStore(abc.ABC):
 
         data = self.get(key)
         return len(data), hashlib.sha256(data).hexdigest()
+
+    def modified(self, key: str) -> datetime | None:
+        """When the object was last written (timezone-aware UTC); None when absent or when this store
+        cannot tell (then ``repo prune`` treats the object as new: it is kept)."""
+        return None
 
     def get_optional(self, key: str) -> bytes | None:
         from otactl.errors import NotFoundError

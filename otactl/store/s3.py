@@ -20,6 +20,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -276,6 +277,18 @@ class S3Store(BlobStore):
         except (ClientError, BotoCoreError) as exc:
             self._fail(exc)
         return iter(sorted(keys))  # S3 already lists in UTF-8 binary order; sorted() states the contract
+
+    def modified(self, key: str) -> datetime | None:
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_KEY_CODES:
+                return None
+            self._fail(exc, key)
+        except BotoCoreError as exc:
+            self._fail(exc, key)
+        when = head.get("LastModified")
+        return when.astimezone(UTC) if isinstance(when, datetime) else None
 
     def delete(self, key: str) -> None:
         name = self._key(key)

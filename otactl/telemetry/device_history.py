@@ -4,7 +4,8 @@ database (for `otactl report rollout`, beside ``last_seen.py`` for the fleet rep
 Per device: the first report of each install event for the release received in the window, the
 uptime and crashes its health reports on the release give in the window, and every change of the
 release it runs (health reports and ``committed`` events, as ``last_seen`` reads "running";
-decision 0303) up to the window's end. Times are the ingest's clock (``received_at``). Only the
+decision 0303) up to the window's end, and whether its last health report in the window waits to
+install the release (decision 1202). Times are the ingest's clock (``received_at``). Only the
 SQLite store keeps reports per device; Prometheus holds cohort totals, never per device.
 """
 
@@ -24,6 +25,10 @@ _RUNNING = ("SELECT device_id, received_at, release FROM (SELECT device_id, rece
             " (PARTITION BY device_id ORDER BY seq) AS before FROM reports WHERE model = :model"
             " AND (kind = 'health' OR event = 'committed') AND received_at <= :until)"
             " WHERE before IS NULL OR before != release ORDER BY device_id, received_at")
+# devices whose last health report in the window waits to install the release (decision 1202)
+_WAITING = ("SELECT device_id FROM (SELECT device_id, payload, row_number() OVER (PARTITION BY device_id ORDER BY seq"
+            " DESC) AS n FROM reports WHERE model = :model AND kind = 'health' AND received_at >= :since"
+            " AND received_at <= :until) WHERE n = 1 AND json_extract(payload, '$.waiting.release') = :release")
 
 
 def _time(seconds: float) -> datetime:
@@ -44,9 +49,10 @@ def release_histories(path: Path, model: str, release: str, since: datetime,
         running: dict[str, list[tuple[datetime, str]]] = {}
         for device_id, at, rel in conn.execute(_RUNNING, args):
             running.setdefault(device_id, []).append((_time(at), rel))
+        waiting = {d for (d,) in conn.execute(_WAITING, args)}
     out = {}
-    for device_id in sorted({*events, *health, *running}):
+    for device_id in sorted({*events, *health, *running, *waiting}):
         hours, crashes = health.get(device_id, (0.0, 0))
         out[device_id] = DeviceHistory(device_id, events.get(device_id, {}), hours, crashes,
-                                       tuple(running.get(device_id, ())))
+                                       tuple(running.get(device_id, ())), device_id in waiting)
     return out

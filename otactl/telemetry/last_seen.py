@@ -2,7 +2,8 @@
 
 Per device: its last accepted report (the ingest clock ``received_at``, and the model, variant and
 region it names), the release of its last health report or ``committed`` event (what it runs: events
-name the release being installed, health reports the active one; decision 0303), and its last event.
+name the release being installed, health reports the active one; decision 0303), its last event, and
+the release its last health report waits to install (decision 1202).
 Only the SQLite store keeps reports per device; Prometheus holds cohort totals, never per device.
 """
 
@@ -28,9 +29,12 @@ def last_reports(path: Path) -> dict[str, LastReports]:
             columns="release", where="kind = 'health' OR event = 'committed'")).fetchall())
         events = {d: (e, r) for d, e, r in conn.execute(_LAST.format(columns="event, release",
                                                                        where="kind = 'event'")).fetchall()}
+        waiting = dict(conn.execute(_LAST.format(  # the release its last health report waits for (1202)
+            columns="json_extract(payload, '$.waiting.release')", where="kind = 'health'")).fetchall())
     out = {}
     for device_id, received_at, model, variant, region in last:
         event, event_release = events.get(device_id, (None, None))
         out[device_id] = LastReports(device_id, datetime.fromtimestamp(received_at, UTC).replace(microsecond=0),
-                                     model, variant, region, running.get(device_id), event, event_release)
+                                     model, variant, region, running.get(device_id), event, event_release,
+                                     waiting.get(device_id))
     return out

@@ -168,6 +168,8 @@ _FIELDS = frozenset(
      "kind", "event", "reason", "health"}
 )  # fmt: skip
 _FIELDS_WITH_TRANSFER = _FIELDS | {"transfer"}  # optional, on a downloaded event only (decision 1201)
+_FIELDS_WITH_WAITING = _FIELDS | {"waiting"}  # optional, on a health report only (decision 1202)
+_OPTIONAL = {"transfer", "waiting"}
 
 
 class TransferMode(StrEnum):
@@ -204,11 +206,36 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """On a health report: the device holds ``release`` downloaded and verified but does not install it
+    yet (outside its maintenance window, or an install precondition not met); ``reason`` says which."""
+
+    release: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_identifier("waiting.release", self.release)
+        if not isinstance(self.reason, str) or not self.reason or len(self.reason) > MAX_REASON_LEN \
+                or _CONTROL.search(self.reason):
+            raise ValueError(f"waiting.reason must be text of 1 to {MAX_REASON_LEN} characters")
+
+    @classmethod
+    def from_mapping(cls, data: object) -> Waiting:
+        if not isinstance(data, dict) or set(data) != {"release", "reason"}:
+            raise ValueError("waiting must be an object with exactly release and reason")
+        return cls(data["release"], data["reason"])
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"release": self.release, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Report:
     """One device report (``otactl/report/1``). ``ring`` is None for a device in no ring.
 
-    ``transfer`` is optional and only on a ``downloaded`` event; a report without it has exactly
-    the payload it had before the field existed (the key is left out, not null).
+    ``transfer`` is optional and only on a ``downloaded`` event; ``waiting`` is optional and only on a
+    health report; a report without them has exactly the payload it had before the fields existed
+    (the key is left out, not null).
     """
 
     device_id: DeviceId
@@ -224,6 +251,7 @@ class Report:
     reason: str | None = None
     health: Health | None = field(default=None)
     transfer: Transfer | None = None
+    waiting: Waiting | None = None  # on a health report only: an install waiting for its window (1202)
 
     def __post_init__(self) -> None:
         for name in ("device_id", "model", "variant", "region", "release"):
@@ -250,11 +278,15 @@ class Report:
         if self.transfer is not None and (not isinstance(self.transfer, Transfer)
                                           or self.event is not Event.DOWNLOADED):
             raise ValueError("transfer belongs on a downloaded event only")
+        if self.waiting is not None and (not isinstance(self.waiting, Waiting) or self.kind is not Kind.HEALTH):
+            raise ValueError("waiting belongs on a health report only")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Report:
-        if data.keys() != _FIELDS and data.keys() != _FIELDS_WITH_TRANSFER:
-            unknown = set(data) - _FIELDS_WITH_TRANSFER
+        if data.keys() != _FIELDS and data.keys() != _FIELDS_WITH_TRANSFER and data.keys() != _FIELDS_WITH_WAITING:
+            unknown = set(data) - _FIELDS - _OPTIONAL
+            if not unknown and set(data) >= _OPTIONAL:
+                raise ValueError("transfer and waiting do not go on one report")
             if unknown:
                 raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
             raise ValueError(f"missing field {sorted(_FIELDS - set(data))[0]!r}")
@@ -286,6 +318,7 @@ class Report:
             reason=data["reason"],
             health=None if health is None else Health.from_mapping(health),
             transfer=None if "transfer" not in data else Transfer.from_mapping(data["transfer"]),
+            waiting=None if "waiting" not in data else Waiting.from_mapping(data["waiting"]),
         )
 
     def to_mapping(self) -> dict[str, Any]:
@@ -306,6 +339,8 @@ class Report:
         }
         if self.transfer is not None:
             doc["transfer"] = self.transfer.to_mapping()
+        if self.waiting is not None:
+            doc["waiting"] = self.waiting.to_mapping()
         return doc
 
     def to_payload(self) -> str:

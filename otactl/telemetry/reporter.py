@@ -15,7 +15,7 @@ import httpx
 import nacl.signing
 
 from otactl.telemetry.devices import EnrolledDevice
-from otactl.telemetry.report import DeviceId, Envelope, Event, Health, Kind, Report, Transfer, sign_report
+from otactl.telemetry.report import DeviceId, Envelope, Event, Health, Kind, Report, Transfer, Waiting, sign_report
 
 
 class DeviceReporter:
@@ -60,9 +60,10 @@ class DeviceReporter:
         crashes: int = 0,
         errors: int = 0,
         metrics: Mapping[str, int | str] | None = None,
+        waiting: Waiting | None = None,
     ) -> Envelope:
         health = Health(uptime_s, crashes, errors, tuple(sorted((metrics or {}).items())))
-        return self.sign(self._report(release, ring, time, kind=Kind.HEALTH, health=health))
+        return self.sign(self._report(release, ring, time, kind=Kind.HEALTH, health=health, waiting=waiting))
 
     def sign(self, report: Report) -> Envelope:
         return sign_report(report, self._key)

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from otactl.errors import OtactlError
-from otactl.telemetry.devices import load_registry
+from otactl.errors import InputFileError, OtactlError
+from otactl.fleet.entitlements import Signers
+from otactl.telemetry.devices import DeviceRegistry, load_registry
 from otactl.telemetry.ingest import IngestLimits, create_app
 from otactl.telemetry.store import ReportStore
 
@@ -39,8 +40,22 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def load_enrolment(devices: Path, entitlement_signers: Path | None) -> DeviceRegistry:
+    """The registry from the devices file; with the repository's entitlement signers (a copy of
+    ``entitlements/signers.json``, decision 0406), only records whose entitlement verifies."""
+    signers = None
+    if entitlement_signers is not None:
+        try:
+            data = entitlement_signers.read_bytes()
+        except OSError as exc:
+            raise InputFileError(str(entitlement_signers), f"cannot read the entitlement signers: {exc}") from None
+        signers = Signers.from_bytes(data, str(entitlement_signers))
+    return load_registry(devices, signers)
+
+
 def _run_one(
-    sock: socket.socket, db: Path, devices: Path, limits: IngestLimits, log_level: str, supervised: bool = False
+    sock: socket.socket, db: Path, devices: Path, limits: IngestLimits, log_level: str, supervised: bool = False,
+    entitlement_signers: Path | None = None,
 ) -> None:
     """One uvicorn server on ``sock`` until SIGINT/SIGTERM (uvicorn re-raises it after shutting down)."""
     import uvicorn
@@ -48,7 +63,7 @@ def _run_one(
     if supervised:
         os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which stops workers once
 
-    registry = load_registry(devices)
+    registry = load_enrolment(devices, entitlement_signers)
     store = ReportStore(db)
     try:
         app = create_app(store, registry, limits=limits, close_store_on_shutdown=True)
@@ -68,27 +83,36 @@ def serve(
     limits: IngestLimits = IngestLimits(),
     log_level: str = "info",
     ready: Callable[[str], None] | None = None,
+    entitlement_signers: Path | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> None:
     """Run the ingest until SIGINT/SIGTERM."""
     if workers < 1:
         raise OtactlError(f"--workers must be at least 1, not {workers}")
-    load_registry(devices)  # a bad devices file is one clear error before anything listens
+    registry = load_enrolment(devices, entitlement_signers)  # a bad file is one clear error before listening
+    if registry.refused and warn is not None:
+        for refused in registry.refused[:10]:
+            warn(str(refused))
+        warn(f"{len(registry.refused)} of {len(registry) + len(registry.refused)} device records not enrolled "
+             "(their entitlement does not verify); their reports will be refused")
     ReportStore(db).close()  # the schema exists before any worker opens the database
     sock = bind(host, port)
     if ready is not None:
         ready(_url(sock))
     if workers == 1:
-        _run_one(sock, db, devices, limits, log_level)
+        _run_one(sock, db, devices, limits, log_level, entitlement_signers=entitlement_signers)
         return
-    _supervise(workers, sock, db, devices, limits, log_level)
+    _supervise(workers, sock, db, devices, limits, log_level, entitlement_signers)
 
 
 def _supervise(
-    workers: int, sock: socket.socket, db: Path, devices: Path, limits: IngestLimits, log_level: str
+    workers: int, sock: socket.socket, db: Path, devices: Path, limits: IngestLimits, log_level: str,
+    entitlement_signers: Path | None = None,
 ) -> None:
     spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
     procs = [
-        spawn.Process(target=_run_one, args=(sock, db, devices, limits, log_level, True), name=f"ingest-{i}")
+        spawn.Process(target=_run_one, args=(sock, db, devices, limits, log_level, True, entitlement_signers),
+                      name=f"ingest-{i}")
         for i in range(workers)
     ]
     stopping = False

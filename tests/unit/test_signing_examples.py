@@ -33,3 +33,5 @@ def test_example_loads_with_consistent_keys_and_roles(path: Path) -> None:
     withdrawals = trust.role("withdrawals")  # the release managers' own threshold (decision 0502)
     assert set(withdrawals.keys) == set(trust.release_managers)
     assert withdrawals.threshold == releases.threshold - len(trust.ci_keys)
+    online = {k for role in ("snapshot", "timestamp", "rollouts", "devices") for k in trust.role(role).keys}
+    assert not set(trust.entitlement_keys) & online  # an entitlement signer is never online (decision 0406)

@@ -174,6 +174,20 @@ def test_list_of_an_empty_store_is_empty(store: BlobStore) -> None:
     assert list(store.list()) == []
 
 
+def test_modified_is_utc_and_recent_or_unknown(store: BlobStore) -> None:
+    """`repo prune` keeps what a store cannot date (decision 1204); a dated object is dated in UTC."""
+    from datetime import UTC, datetime, timedelta
+
+    assert store.modified("absent/object") is None
+    store.put("dated/object", b"x")
+    when = store.modified("dated/object")
+    if when is None:
+        assert isinstance(store, MemoryStore)
+        return
+    assert when.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - when) < timedelta(hours=1)
+
+
 def test_delete_is_idempotent(store: BlobStore) -> None:
     store.put("a/b.json", b"x")
     store.delete("a/b.json")

@@ -51,6 +51,7 @@ def test_an_hp_400_device_downloads_its_own_configuration_and_nothing_else(serve
         assert sorted(targets) == [
             "/targets/config/t9-engine/2.0.0/<sha256>.hp-400.json",
             "/targets/devices/<sha256>.t9-4000.json",
+            "/targets/entitlements/<sha256>.signers.json",  # the entitlement signers (decision 0406)
             "/targets/firmware/t9-engine/2.0.0/<sha256>.t9-revB-2.0.0.bin",
             "/targets/releases/t9-engine/<sha256>.2.0.0.json",
             "/targets/rollouts/<sha256>.t9-engine.json",

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fixtures.repo import cli_env, ok, otactl_argv, run_otactl
 
+from otactl.fleet.entitlements import Signers
 from otactl.telemetry import series
 from otactl.telemetry.devices import FLEET_LIST_SCHEMA, load_registry
 
@@ -30,12 +31,14 @@ def test_the_ingest_enrols_a_fleet_listing(workspace: Path) -> None:
     listing = fleet_listing(workspace)
     doc = json.loads(listing.read_text())
     assert doc["schema"] == FLEET_LIST_SCHEMA  # the shape the registry accepts is the one the CLI writes
-    registry = load_registry(listing)
+    signers_file = workspace / "signing" / "entitlement-signers.json"  # the records carry entitlements (0406)
+    registry = load_registry(listing, Signers.from_bytes(signers_file.read_bytes(), str(signers_file)))
     assert {d.device_id: (d.model, d.variant, d.region, d.public_key) for d in registry} == {
         d["device_id"]: (d["model"], d["variant"], d["region"], d["public_key"]) for d in doc["devices"]}
 
     proc = subprocess.Popen([*otactl_argv(), "telemetry", "serve", "--devices", str(listing), "--db",
-                             str(workspace / "t.db"), "--port", "0"], cwd=workspace, env=cli_env(),
+                             str(workspace / "t.db"), "--port", "0", "--entitlement-signers", str(signers_file)],
+                            cwd=workspace, env=cli_env(),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None

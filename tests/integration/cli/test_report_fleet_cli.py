@@ -101,7 +101,7 @@ def ws(fleet_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     return dest.resolve()
 
 
-EXPECTED = {"on_target": 2, "behind": 1, "updating": 1, "failed": 1, "reverted": 1, "off_target": 1,
+EXPECTED = {"on_target": 2, "behind": 1, "updating": 1, "waiting": 0, "failed": 1, "reverted": 1, "off_target": 1,
             "no_target": 0, "not_seen": 1, "never_seen": 4, "unknown": 0}
 
 

@@ -47,17 +47,17 @@ rings:
 """
 XSS = "<img src=x onerror=alert(1)> $x$"
 COLUMNS = ["devices", "pinned", "offered", "downloaded", "installed", "booted", "committed", "healthy", "failed",
-           "reverted"]
+           "reverted", "waiting"]
 # (ring, variant) -> COLUMNS: t9-0000 (lab, hp-300) was offered 2.1.0 and failed to download it; t9-0001 (lab,
 # hp-400) went all the way to committed, one hour on it (not yet the 24 h soak); no other device is in the window
 EXPECTED = {
-    ("lab", "hp-300"): [1, 0, 1, 1, 0, 0, 0, 0, 1, 0],
-    ("lab", "hp-400"): [1, 0, 1, 1, 1, 1, 1, 0, 0, 0],
-    ("lab", "all"): [2, 0, 2, 2, 1, 1, 1, 0, 1, 0],
-    ("all", "hp-300"): [3, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    ("all", "hp-400"): [2, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    ("all", "hp-500"): [5, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    ("all", "all"): [10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ("lab", "hp-300"): [1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0],
+    ("lab", "hp-400"): [1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0],
+    ("lab", "all"): [2, 0, 2, 2, 1, 1, 1, 0, 1, 0, 0],
+    ("all", "hp-300"): [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ("all", "hp-400"): [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ("all", "hp-500"): [5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ("all", "all"): [10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
 }
 
 
@@ -114,7 +114,7 @@ def ws(rollout_template: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.M
 def _from_json(doc: dict) -> dict[tuple[str, str], list[int | None]]:
     (d,) = doc["rollouts"]
     keys = ["devices", "pinned", "offered", "downloaded", "installed", "booted", "committed", "healthy", "failed",
-            "reverted"]
+            "reverted", "waiting"]
     return {(ring["name"], f["variant"]): [f[k] for k in keys] for ring in d["rings"] for f in ring["funnel"]}
 
 
@@ -177,7 +177,7 @@ def test_the_model_gives_the_index_and_rollout_report_still_works(ws: tuple[Path
     assert doc["rollouts"] == [] and [s["name"] for s in doc["sources"]] == ["rollout state", "audit log"]
     md = ok(run_otactl("rollout", "report", MODEL, "--format", "md", cwd=root)).stdout  # the old command: in detail
     assert f"## {rid}: funnel per ring and variant" in md
-    assert "| lab | all | 2 | 0 | 2 | 2 | 1 | 1 | 1 | 0 | 1 | 0 |" in md
+    assert "| lab | all | 2 | 0 | 2 | 2 | 1 | 1 | 1 | 0 | 1 | 0 | 0 |" in md
 
 
 def test_unreadable_telemetry_is_stated_and_counts_are_unknown(ws: tuple[Path, str]) -> None:
@@ -186,7 +186,7 @@ def test_unreadable_telemetry_is_stated_and_counts_are_unknown(ws: tuple[Path, s
     doc = json.loads(result.stdout)
     telemetry = doc["sources"][-1]
     assert (telemetry["ok"], telemetry["detail"]) == (False, f"telemetry database {root}/missing.db does not exist")
-    assert {k: v[2:] for k, v in _from_json(doc).items()} == {k: [None] * 8 for k in EXPECTED}
+    assert {k: v[2:] for k, v in _from_json(doc).items()} == {k: [None] * 9 for k in EXPECTED}
     assert {k: v[:2] for k, v in _from_json(doc).items()} == {k: v[:2] for k, v in EXPECTED.items()}
     assert "otactl: warning: telemetry not read" in result.stderr and "does not exist" in result.stderr
     md = ok(run_otactl("report", "rollout", rid, "--telemetry", "sqlite:missing.db", "-o", "markdown",

@@ -32,7 +32,8 @@ from otactl.store.base import BlobStore
 pytestmark = pytest.mark.integration
 
 MANAGERS = ("alice", "bob", "carol")
-CI_SECRETS = {"OTACTL_KEY_PASSPHRASE_ROOT_1": "root-only-pass", "OTACTL_KEY_PASSPHRASE_TARGETS_1": "targets-only-pass"}
+CI_SECRETS = {"OTACTL_KEY_PASSPHRASE_ROOT_1": "root-only-pass", "OTACTL_KEY_PASSPHRASE_TARGETS_1": "targets-only-pass",
+              "OTACTL_KEY_PASSPHRASE_ENTITLEMENT_1": "entitlement-only-pass"}  # decision 0406
 CI_PASSPHRASE = "ci-machine-pass"  # the CI secret: unlocks ci and online, nothing else
 
 
@@ -131,9 +132,10 @@ def test_two_of_three_release_managers_approve_from_their_own_machines(team: Tea
         assert f"uri: otactl-owner:{name}" in trust
     assert not (team.ci / ".otactl" / "handover").exists()
     assert sorted(p.name for p in (team.ci / ".otactl" / "keys").iterdir()) == [
-        "ci.key", "online.key", "root-1.key", "targets-1.key"]
-    # root and targets do not open with the CI secret: each has its own passphrase
-    for name, var in (("root-1", "OTACTL_KEY_PASSPHRASE_ROOT_1"), ("targets-1", "OTACTL_KEY_PASSPHRASE_TARGETS_1")):
+        "ci.key", "entitlement-1.key", "online.key", "root-1.key", "targets-1.key"]
+    # root, targets and the entitlement signer (0406) do not open with the CI secret: each has its own passphrase
+    for name, var in (("root-1", "OTACTL_KEY_PASSPHRASE_ROOT_1"), ("targets-1", "OTACTL_KEY_PASSPHRASE_TARGETS_1"),
+                      ("entitlement-1", "OTACTL_KEY_PASSPHRASE_ENTITLEMENT_1")):
         kf = keyfile.read_keyfile(team.ci / ".otactl" / "keys" / f"{name}.key")
         kf.unlock(CI_SECRETS[var])
         with pytest.raises(keyfile.KeyAccessError, match="wrong passphrase"):

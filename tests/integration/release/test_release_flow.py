@@ -35,6 +35,7 @@ from tuf.ngclient import Updater
 from otactl.app import release
 from otactl.app.context import Context
 from otactl.errors import VerificationError
+from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
 from otactl.repo.repository import JOURNAL_KEY, to_bytes
 
@@ -47,7 +48,8 @@ def _params(manifest: str, variant: str) -> dict[str, Any]:
 
 def _resolve(updater: Updater, device_id: str, version: str, dest: Path) -> tuple[dict, dict, bytes]:  # type: ignore[type-arg]
     """What the device agent does: its record, then the release descriptor, then what it names."""
-    record = json.loads(download(updater, layout.device_path(device_id), dest))
+    path = layout.device_path(device_id)
+    record = DeviceRecord.from_bytes(download(updater, path, dest), path).to_json()  # its entitlement's fields (0406)
     descriptor = json.loads(download(updater, layout.release_path(record["model"], version), dest))
     config = json.loads(download(updater, descriptor["configs"][record["variant"]]["target"], dest))
     firmware = download(updater, descriptor["firmware"][record["hardware_revision"]]["target"], dest)

@@ -200,7 +200,8 @@ def test_only_its_own_variant_and_hardware_revision_are_downloaded(repo: Repo) -
     agent = repo.agent("dev-400")
     agent.check_and_update(NOW)
     cached = sorted(p.name for p in (agent.device.tuf_dir / "targets").iterdir())
-    assert cached == ["devices%2Fdev-400.json", "releases%2Ft9-engine%2F2.0.0.json", "rollouts%2Ft9-engine.json"]
+    assert cached == ["devices%2Fdev-400.json", "entitlements%2Fsigners.json", "releases%2Ft9-engine%2F2.0.0.json",
+                      "rollouts%2Ft9-engine.json"]
     slot = agent.device.slot_dir("a")
     m = agent.device.manifest("a")
     assert m is not None and m.config.target == "config/t9-engine/2.0.0/hp-400.json"

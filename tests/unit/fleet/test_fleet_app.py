@@ -17,7 +17,7 @@ from fleet_parts import INVENTORY_CSV, INVENTORY_YAML
 from otactl.app import fleet
 from otactl.app.context import Context
 from otactl.errors import InputFileError, NotFoundError, UsageError
-from otactl.fleet.records import read_inventory
+from otactl.fleet.records import DeviceRecord, read_inventory
 from otactl.repo import layout
 from otactl.repo.repository import JOURNAL_KEY
 from otactl.store.base import BlobStore
@@ -43,7 +43,9 @@ def _client_record(ws: Path, tmp_path: Path, device_id: str) -> dict:  # type: i
     info = client.get_targetinfo(layout.device_path(device_id))
     assert info is not None, f"a TUF client does not find {device_id}'s record"
     path = client.download_target(info, str(tmp_path / f"{device_id}.json"))
-    return json.loads(Path(path).read_bytes())  # type: ignore[no-any-return]
+    raw = Path(path).read_bytes()
+    assert json.loads(raw)["schema"] == "otactl/device/2"  # a record with its entitlement (decision 0406)
+    return DeviceRecord.from_bytes(raw, str(path)).to_json()
 
 
 @pytest.mark.parametrize("inventory", [INVENTORY_CSV, INVENTORY_YAML], ids=["csv", "yaml"])
@@ -56,7 +58,7 @@ def test_import_publishes_every_record_in_its_bin(fleet_ws: Path, tmp_path: Path
     assert _changed(before, role_versions(fleet_ws)) == bins | {"snapshot", "timestamp"}
     assert [r.device_id for r in fleet.list_devices(Context.open(fleet_ws))] == [f"t9-{i:04d}" for i in range(12)]
     record = _client_record(fleet_ws, tmp_path, "t9-0004")
-    assert (record["variant"], record["hardware_revision"], record["schema"]) == ("hp-400", "revB", "otactl/device/1")
+    assert (record["variant"], record["hardware_revision"], record["schema"]) == ("hp-400", "revB", "otactl/device/2")
 
 
 def test_reimporting_the_same_inventory_publishes_nothing(fleet_ws: Path) -> None:

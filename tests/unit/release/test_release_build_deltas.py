@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -18,9 +19,12 @@ from otactl.repo import layout
 
 
 def _minor(tmp_path: Path, source_image: str, edit: bool = True) -> Path:
-    """The 2.1.0 manifest, with revA's image a small edit of ``source_image`` (revB stays random)."""
+    """The 2.1.0 manifest, with revA's image a small edit of ``source_image`` and revB's new random
+    bytes (the repository's own 2.1.0 images are minor edits of 2.0.0's, for the demo's deltas)."""
     dest = tmp_path / "m"
     shutil.copytree(MANIFESTS / "images", dest / "images")
+    size = (MANIFESTS / "images" / "t9-revB-2.1.0.bin").stat().st_size
+    (dest / "images" / "t9-revB-2.1.0.bin").write_bytes(random.Random(2101).randbytes(size))
     data = bytearray((MANIFESTS / "images" / source_image).read_bytes())
     if edit:
         data[100:104] = b"2.1!"

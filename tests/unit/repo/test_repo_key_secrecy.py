@@ -20,6 +20,7 @@ from otactl.workspace import HANDOVER_DIR, KEY_DIR
 
 EXPECTED_KEYS = {
     "ci",
+    "entitlement-1",  # the entitlement signer (decision 0406)
     "online",
     "release-manager",
     "root-1",

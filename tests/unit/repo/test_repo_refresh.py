@@ -84,3 +84,22 @@ def test_resigns_online_roles_past_half_their_lifetime(
     assert result.expiring_offline == []
     after = role_versions(workspace)
     assert {r for r in before if after[r] != before[r]} == set(result.resigned)
+
+
+def test_offline_resigns_the_offline_roles_near_expiry_whose_keys_are_here(workspace: Path, tmp_path: Path) -> None:
+    """Decision 1204: after eleven months the offline roles (root too) are re-signed by `--offline`,
+    only those within --warn-days; a factory device (root v1) still updates; without the flag they
+    are only reported."""
+    later = utcnow() + timedelta(days=340)
+    warned = refresh(open_context(workspace, now=later), warn_days=30)
+    assert {r.role for r in warned.expiring_offline} >= {"root", "targets", "releases"}
+    before = role_versions(workspace)
+    result = refresh(open_context(workspace, now=later), warn_days=30, offline=True)
+    assert {"root", "targets", "releases"} <= set(result.resigned)
+    assert result.expiring_offline == []  # nothing left to warn about
+    after = role_versions(workspace)
+    assert after["root"] == before["root"] + 1 and after["targets"] == before["targets"] + 1
+    assert refresh(open_context(workspace, now=later), warn_days=30, offline=True).resigned == []  # not again
+    client = store_client(initial_root(workspace), open_context(workspace).store, tmp_path / "device")
+    client.refresh()
+    assert trusted_version(tmp_path / "device", "root") == after["root"]

@@ -31,10 +31,11 @@ def dev(device_id: str, hw: str, variant: str, model: str = T9, region: str = "e
 
 
 def seen(device_id: str, running: str | None, *, ago: timedelta = HOUR, event: str | None = None,
-         model: str = T9, variant: str | None = None, region: str = "eu") -> core.LastReports:
+         model: str = T9, variant: str | None = None, region: str = "eu", waiting: str | None = None
+         ) -> core.LastReports:
     signed = {r.device_id: r for r in RECORDS}.get(device_id)
     return core.LastReports(device_id, NOW - ago, model, variant or (signed.variant if signed else "hp-300"),
-                            region, running, event, None if event is None else "2.1.0")
+                            region, running, event, None if event is None else "2.1.0", waiting)
 
 
 RECORDS = [
@@ -48,6 +49,7 @@ RECORDS = [
     dev("t9-0008", "revB", "hp-500"),  # pinned to 2.0.0 and on it: on target
     dev("t9-0009", "revB", "hp-400"),  # on target, but reports variant hp-500
     dev("t9-0010", "revB", "hp-300"),  # runs 9.9.9, not published: off target
+    dev("t9-0011", "revA", "hp-400"),  # downloaded 2.1.0, waiting for its maintenance window
     dev("x1-0001", "r1", "base", model=X1),  # no published release: no target
     dev("x1-0002", "r1", "base", model=X1),  # never seen
 ]
@@ -61,6 +63,7 @@ LAST = {r.device_id: r for r in [
     seen("t9-0008", "2.0.0"),
     seen("t9-0009", "2.1.0", variant="hp-500"),
     seen("t9-0010", "9.9.9"),
+    seen("t9-0011", "2.0.0", event="downloaded", waiting="2.1.0"),
     seen("x1-0001", "1.0.0", model=X1, variant="base"),
     seen("ghost-1", "2.1.0"),  # reports, but the signed fleet has no such device
 ]}
@@ -72,11 +75,11 @@ SOURCES = [core.Source("signed fleet", "repository", True, "12 device records"),
            core.Source("telemetry", "sqlite:/x/telemetry.db", True, "last reports of 11 devices")]
 
 EXPECTED = {
-    T9: {C.ON_TARGET: 3, C.BEHIND: 1, C.UPDATING: 1, C.FAILED: 1, C.REVERTED: 1, C.OFF_TARGET: 1,
+    T9: {C.ON_TARGET: 3, C.BEHIND: 1, C.UPDATING: 1, C.WAITING: 1, C.FAILED: 1, C.REVERTED: 1, C.OFF_TARGET: 1,
          C.NOT_SEEN: 1, C.NEVER_SEEN: 1},
     X1: {C.NO_TARGET: 1, C.NEVER_SEEN: 1},
 }
-EXPECTED_RELEASES = {T9: {"9.9.9": 1, "2.1.0": 2, "2.0.0": 6, "unknown": 1}, X1: {"1.0.0": 1, "unknown": 1}}
+EXPECTED_RELEASES = {T9: {"9.9.9": 1, "2.1.0": 2, "2.0.0": 7, "unknown": 1}, X1: {"1.0.0": 1, "unknown": 1}}
 
 
 def report(last: dict[str, core.LastReports] | None = LAST, sources: list[core.Source] = SOURCES,
@@ -105,7 +108,7 @@ def test_release_distribution_newest_first_unknown_last() -> None:
 def test_groups_per_model_hardware_variant_release() -> None:
     groups = {(g.model, g.hardware_revision, g.variant, g.release): g.devices for g in report().groups}
     assert groups[(T9, "revB", "hp-400", "2.0.0")] == 3  # t9-0002, t9-0003, t9-0006
-    assert sum(n for (model, *_), n in groups.items() if model == T9) == 10
+    assert sum(n for (model, *_), n in groups.items() if model == T9) == 11
     assert groups[(T9, "revA", "hp-300", "unknown")] == 1
     assert groups[(X1, "r1", "base", "1.0.0")] == 1
 

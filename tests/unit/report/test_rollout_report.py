@@ -71,8 +71,9 @@ ALL_EVENTS = ("offered", "downloaded", "installed", "booted", "committed")
 
 
 def seen(device_id: str, events: tuple[str, ...], *, hours: float = 0.0, crashes: int = 0,
-         running: tuple[tuple[datetime, str], ...] = (), at: datetime = T0 + H) -> core.DeviceHistory:
-    return core.DeviceHistory(device_id, dict.fromkeys(events, at), hours, crashes, running)
+         running: tuple[tuple[datetime, str], ...] = (), at: datetime = T0 + H,
+         waiting: bool = False) -> core.DeviceHistory:
+    return core.DeviceHistory(device_id, dict.fromkeys(events, at), hours, crashes, running, waiting)
 
 
 HISTORY = {h.device_id: h for h in [
@@ -82,20 +83,21 @@ HISTORY = {h.device_id: h for h in [
     seen("C1", ALL_EVENTS, hours=10, running=((T0 + 30 * H, RELEASE), (T0 + 50 * H, BASELINE))),  # too short
     seen("C2", ("offered", "downloaded", "installed", "reverted")),
     seen("C3", ("offered", "failed")),
-    seen("C4", ("offered", "downloaded")),
+    seen("C4", ("offered", "downloaded"), waiting=True),  # downloaded, waits for its maintenance window
     seen("X9", ALL_EVENTS, hours=99),  # reports, but not in the signed fleet: in no ring
 ]}
-# (ring, variant) -> devices, pinned, offered, downloaded, installed, booted, committed, healthy, failed, reverted
+# (ring, variant) -> devices, pinned, offered, downloaded, installed, booted, committed, healthy, failed, reverted,
+# waiting for window
 EXPECTED = {
-    ("lab", "hp-300"): (1, 0, 1, 1, 1, 1, 1, 1, 0, 0),
-    ("lab", "hp-400"): (1, 0, 1, 1, 1, 1, 1, 0, 0, 0),  # a committed event says it got through every stage
-    ("lab", "all"): (2, 0, 2, 2, 2, 2, 2, 1, 0, 0),
-    ("canary", "hp-300"): (3, 0, 3, 2, 2, 1, 1, 0, 1, 1),
-    ("canary", "hp-400"): (3, 1, 1, 1, 0, 0, 0, 0, 0, 0),
-    ("canary", "all"): (6, 1, 4, 3, 2, 1, 1, 0, 1, 1),
-    ("all", "hp-300"): (2, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-    ("all", "hp-500"): (2, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-    ("all", "all"): (4, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+    ("lab", "hp-300"): (1, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0),
+    ("lab", "hp-400"): (1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0),  # a committed event says it got through every stage
+    ("lab", "all"): (2, 0, 2, 2, 2, 2, 2, 1, 0, 0, 0),
+    ("canary", "hp-300"): (3, 0, 3, 2, 2, 1, 1, 0, 1, 1, 0),
+    ("canary", "hp-400"): (3, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1),
+    ("canary", "all"): (6, 1, 4, 3, 2, 1, 1, 0, 1, 1, 1),
+    ("all", "hp-300"): (2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+    ("all", "hp-500"): (2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+    ("all", "all"): (4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
 }
 EXPECTED_HOURS = {"lab": 26.0, "canary": 24.0}  # lab T0 -> T0+26h, canary T0+26h -> the rollback at T0+50h
 EXPECTED_ADOPTION = {"lab": 2, "canary": 0}  # devices on the release at the end of the window
@@ -219,7 +221,7 @@ def test_unreadable_telemetry_makes_every_funnel_count_unknown_never_zero() -> N
     assert "Funnel counts are unknown, not zero." in md and "| lab | hp-300 | 1 | 0 | unknown |" in md
     page = render.html_page(r)
     assert "Ring reached over time" in page and "Adoption over time" not in page
-    assert _funnel_from_html(page)[("canary", "all")] == ["6", "1", *["unknown"] * 8]
+    assert _funnel_from_html(page)[("canary", "all")] == ["6", "1", *["unknown"] * 9]
 
 
 # ----------------------------------------------------------------------------- every format agrees

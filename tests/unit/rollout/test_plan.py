@@ -49,10 +49,24 @@ BAD = [
     ("unknown_metric", "{path}:9: rings.0.gates.0.metric: must be one of: install_failure_rate, "
                        "crash_rate, crash_hour_rate (got 'reboot_rate')"),
     ("unknown_ring_key", "{path}:6: rings.0.soak_hours: unknown key (allowed: approvals, gates, "
-                         "late_soak, min_reporting_devices, name, on_failure, selector, "
-                         "soak_device_hours)"),
+                         "install_windows, late_soak, min_reporting_devices, name, on_failure, "
+                         "preconditions, selector, soak_device_hours)"),
     ("unknown_top_key", "{path}:3: colour: unknown key (allowed: false_rollback_budget, "
-                        "harm_confidence, name, rings, salt, schema, strata)"),
+                        "harm_confidence, install_windows, name, preconditions, region_timezones, "
+                        "rings, salt, schema, strata)"),
+    ("window_bad_cron", "{path}:4: install_windows.0.cron: '0 25 * * *' is not a valid cron expression"),
+    ("window_six_fields", "{path}:4: install_windows.0.cron: must be a cron expression of five fields "
+                          "(minute hour day month weekday), got '0 0 2 * * *'"),
+    ("window_bad_timezone", "{path}:8: rings.0.install_windows.0.timezone: unknown time zone "
+                            "'Europe/Atlantis' (an IANA name like Europe/Berlin)"),
+    ("window_zero_duration", "{path}:4: install_windows.0.duration_minutes: must be a whole number of "
+                             "minutes from 1 to 10080"),
+    ("precondition_unknown", "{path}:3: preconditions.1: unknown precondition 'doors_closed' (known: "
+                             "engine_off, not_in_operation, battery_min: <percent>)"),
+    ("precondition_battery_range", "{path}:3: preconditions.0.battery_min: must be a whole percentage "
+                                   "from 0 to 100"),
+    ("region_timezone_bad", "{path}:3: region_timezones.eu-west: unknown time zone 'Berlin' (an IANA "
+                            "name like Europe/Berlin)"),
     ("wrong_schema", "{path}:1: schema: unsupported schema 'otactl/canary-plan/2' (expected "
                      "'otactl/canary-plan/1')"),
     ("zero_min_devices", "{path}:4: rings.0.min_reporting_devices: must be a positive integer"),

@@ -75,7 +75,7 @@ BAD_FILES = {
     "missing key": ("d.json", json.dumps([{k: v for k, v in record().items() if k != "public_key"}]),
                     "[0].public_key: missing field"),
     "bad key": ("d.json", json.dumps([record(public_key="AB" * 32)]), "public_key must be an ed25519"),
-    "other schema": ("d.json", json.dumps([record(schema="otactl/device/2")]), "[0].schema: unsupported"),
+    "other schema": ("d.json", json.dumps([record(schema="otactl/device/9")]), "[0].schema: unsupported"),
     "enrolled twice": ("d.json", json.dumps([record(), record()]),
                        "[1].device_id: device 'trk-0001' is enrolled twice"),
     "yaml line": ("d.yaml", "- " + json.dumps(record()) + "\n- " + json.dumps(record(region="e u")) + "\n",
