@@ -223,7 +223,9 @@ def ratio_chart(rows: Sequence[Ratio], *, prefix: str, title: str, xlabel: str) 
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.set_xlabel(xlabel)
         ax.grid(axis="y", visible=False)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(rows) < 4 else -0.12), ncol=2, fontsize=7,
+        # below the axis label whatever the chart's height: half an inch under the axes, in axes units
+        axes_height_in = ax.get_position().height * fig.get_figheight()
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / max(axes_height_in, 0.5)), ncol=2, fontsize=7,
                   frameon=False)
         ax.set_title(title, loc="left")
         return _svg(fig, prefix, title)
