@@ -51,6 +51,15 @@ def read_conditions(device_dir: Path) -> dict[str, Any] | str:
     return doc if isinstance(doc, dict) else f"{CONDITIONS_FILE} is not an object"
 
 
+def _reading(name: str, device_dir: Path, key: str) -> Any:
+    """The device's ``key`` reading for precondition ``name``, or the not-met verdict when the
+    conditions file cannot be read."""
+    doc = read_conditions(device_dir)
+    if isinstance(doc, str):
+        return ConditionVerdict(False, f"precondition {name}: {doc}")
+    return doc.get(key)
+
+
 @dataclass(frozen=True)
 class _FlagOff:
     """A boolean reading that must be false (``engine_running``, ``in_operation``)."""
@@ -61,10 +70,9 @@ class _FlagOff:
     device_dir: Path
 
     def check(self, now: datetime) -> ConditionVerdict:
-        doc = read_conditions(self.device_dir)
-        if isinstance(doc, str):
-            return ConditionVerdict(False, f"precondition {self.name}: {doc}")
-        value = doc.get(self.reading)
+        value = _reading(self.name, self.device_dir, self.reading)
+        if isinstance(value, ConditionVerdict):
+            return value
         if not isinstance(value, bool):
             return ConditionVerdict(False, f"precondition {self.name}: no {self.reading} reading")
         return ConditionVerdict(not value, f"precondition {self.name}: {self.what}")
@@ -77,10 +85,9 @@ class BatteryMin:
     device_dir: Path
 
     def check(self, now: datetime) -> ConditionVerdict:
-        doc = read_conditions(self.device_dir)
-        if isinstance(doc, str):
-            return ConditionVerdict(False, f"precondition {self.name}: {doc}")
-        value = doc.get("battery_percent")
+        value = _reading(self.name, self.device_dir, "battery_percent")
+        if isinstance(value, ConditionVerdict):
+            return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             return ConditionVerdict(False, f"precondition {self.name}: no battery_percent reading")
         return ConditionVerdict(value >= self.percent,
