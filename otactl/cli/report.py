@@ -25,17 +25,21 @@ class ReportOutput(str, Enum):
     html = "html"
 
 
+TelemetryOpt = typer.Option("sqlite:telemetry.db", "--telemetry", envvar="OTACTL_TELEMETRY_SOURCE",
+                            help="sqlite:PATH, the embedded ingest's database (relative to the workspace).")
+OutFileOpt = typer.Option(None, "--out", help="Write the report to this file (default: stdout).")
+
+
 @app.command("fleet")
 def fleet(
     model: str = typer.Option(None, "--model", help="Only this product model, e.g. t9-engine (default: all)."),
     not_seen_days: int = typer.Option(7, "--not-seen-days", min=1,
                                       help="A device with no report in this many days is 'not seen'."),
-    telemetry: str = typer.Option("sqlite:telemetry.db", "--telemetry", envvar="OTACTL_TELEMETRY_SOURCE",
-                                  help="sqlite:PATH, the embedded ingest's database (relative to the workspace)."),
+    telemetry: str = TelemetryOpt,
     output: ReportOutput = typer.Option(ReportOutput.table, "--output", "-o",
                                         help="table, json (otactl/fleet-report/1), markdown or html "
                                              "(one self-contained page)."),
-    out: Path = typer.Option(None, "--out", help="Write the report to this file (default: stdout)."),
+    out: Path = OutFileOpt,
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """Devices per model, hardware revision, variant and release; compliance with each device's target;
@@ -107,12 +111,11 @@ def rollout(
     name: str = typer.Argument(..., metavar="MODEL|ROLLOUT_ID",
                                help="A model (the index of its rollouts, current and archived) or one rollout's id "
                                     "(that rollout in detail)."),
-    telemetry: str = typer.Option("sqlite:telemetry.db", "--telemetry", envvar="OTACTL_TELEMETRY_SOURCE",
-                                  help="sqlite:PATH, the embedded ingest's database (relative to the workspace)."),
+    telemetry: str = TelemetryOpt,
     output: ReportOutput = typer.Option(ReportOutput.table, "--output", "-o",
                                         help="table, json (otactl/rollout-report/1), markdown or html "
                                              "(one self-contained page with charts)."),
-    out: Path = typer.Option(None, "--out", help="Write the report to this file (default: stdout)."),
+    out: Path = OutFileOpt,
     workspace: Path = WorkspaceOpt,
 ) -> None:
     """How a rollout went: each ring's funnel per variant (offered to healthy after soak), each gate
