@@ -49,13 +49,16 @@ step "Verify the whole repository as a TUF client would"
 otactl repo verify
 kill $SERVER 2>/dev/null || true
 
-step "CI builds 2.1.0 (with signed deltas from 2.0.0: its images change one table) and 2.2.0; both are approved and published"
-for v in 2.1.0 2.2.0; do
-  delta=(); [ "$v" = 2.1.0 ] && delta=(--delta-from 2.0.0)
-  otactl release build "$HERE/manifests/t9-engine-$v.yaml" "${delta[@]}" >/dev/null
+step "CI builds 2.1.0 (with signed deltas from 2.0.0: its images change one table) and 2.2.0, both staged at once"
+otactl release build "$HERE/manifests/t9-engine-2.1.0.yaml" --delta-from 2.0.0 >/dev/null
+otactl release build "$HERE/manifests/t9-engine-2.2.0.yaml" >/dev/null
+otactl release list
+step "The release manager approves 2.2.0 first, then 2.1.0; each is its own signed role, so neither goes stale"
+for v in 2.2.0 2.1.0; do
   otactl release approve "$v" --key release-manager >/dev/null
   otactl release publish "$v"
 done
+otactl release list
 echo "   (rollout plan on the workspace's own 12 example devices: it warns that the demo plan's rings are made"
 echo "    for a larger fleet, as they are; the simulated fleet below has 160)"
 otactl rollout plan t9-engine 2.1.0 --plan "$HERE/canary/demo.yaml"

@@ -38,10 +38,11 @@ SIGNER_SCHEMA = "otactl/signer/1"
 
 DEFAULT_EXPIRY_DAYS = {
     "root": 365, "targets": 365, "releases": 365,
-    "snapshot": 7, "timestamp": 1, "rollouts": 7, "devices": 7, "withdrawals": 365,
+    "snapshot": 7, "timestamp": 1, "rollouts": 7, "devices": 7, "withdrawals": 365, "release-index": 7,
 }
-# Roles a trust file may leave out: a repository made before signed withdrawal (decision 0502) has none.
-OPTIONAL_ROLES = ("withdrawals",)
+# Roles a trust file may leave out: a repository made before signed withdrawal (decision 0502) has no
+# withdrawals, one made before per-release roles (decision 1203) no release-index.
+OPTIONAL_ROLES = ("withdrawals", "release-index")
 
 
 @dataclass(frozen=True)

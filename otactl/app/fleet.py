@@ -51,7 +51,7 @@ def model_releases(repo: Repository, model: str) -> ModelReleases | None:
     versions: set[str] = set()
     revisions: set[str] = set()
     prefix, images = f"releases/{model}/", f"firmware/{model}/"
-    for path, tf in repo.role("releases").signed.targets.items():
+    for path, tf in repo.published_targets():
         if path.startswith(prefix):
             versions.add(path.removeprefix(prefix).removesuffix(".json"))
             variants.update(layout.get_custom(tf).get("variants", []))

@@ -119,6 +119,8 @@ def default_trust_layout(release_managers: list[str], approvals: int) -> dict[st
         "devices": (["online"], 1),
         # a withdrawal needs the same k release managers as an approval, never CI or the online key
         "withdrawals": (list(release_managers), approvals),
+        # which approved releases are visible: CI's key, checked by devices against `releases` (decision 1203)
+        "release-index": (["ci"], 1),
     }
 
 
@@ -141,8 +143,11 @@ def init_workspace(
     bin_bit_length: int,
     now: datetime,
     shared_passphrase: bool = False,
+    release_index: bool = True,
 ) -> InitResult:
-    """``release_managers``: ``NAME`` or ``NAME=FILE.pub`` each (:class:`ReleaseManagerSpec`)."""
+    """``release_managers``: ``NAME`` or ``NAME=FILE.pub`` each (:class:`ReleaseManagerSpec`).
+    ``release_index=False`` makes a repository as otactl made it before decision 1203 (one ``releases``
+    role), for the tests of ``otactl repo migrate-releases``."""
     target = directory.resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target}: already exists and is not empty; refusing to overwrite a workspace")
@@ -157,6 +162,8 @@ def init_workspace(
     if not 0 <= bin_bit_length <= 16:
         raise UsageError("--bin-bits must be from 0 to 16")
     roles = default_trust_layout(names, approvals)
+    if not release_index:
+        del roles["release-index"]
     store_cfg = store_url or "file://repository"
     if "://" not in store_cfg:  # a plain path means where init runs: record it absolute
         store_cfg = f"file://{Path(store_cfg).resolve()}"

@@ -4,12 +4,16 @@ Withdrawal, a signed statement of the release managers, is in ``otactl.app.withd
 
 Store layout beside the published repository:
 
-    staging/releases/<model>/<version>.metadata.json   the proposed ``releases`` metadata (signed)
+    staging/releases/<model>/<version>.metadata.json   the proposed metadata of the release (signed)
     releases-state/<model>/<version>.json              status: staged, published or withdrawn
 
-A build stages a new ``releases`` version signed by the CI key; release managers add signatures
-to exactly those bytes; publish installs it only when the role's threshold is met. Approve and
-publish re-check the staged metadata against the published one and re-hash every file it adds, and
+A build stages the release's own role, ``release-<model>-<version>`` version 1 with only this
+release's targets, signed by the CI key (decision 1203); release managers add signatures to exactly
+those bytes; publish installs it only when the approval rule's threshold is met, and delegates it from
+the ``release-index``. No staged release depends on another, so several are built, approved and
+published in any order. A repository made before decision 1203 (no index) still stages the next version
+of its single ``releases`` role (decision 0010) until ``otactl repo migrate-releases``. Approve and
+publish re-check the staged metadata against what is published and re-hash every file it adds, and
 review shows what the signed documents say (not the unsigned state file).
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,7 @@ from otactl.errors import ConflictError, NotFoundError, StoreError, UsageError, 
 from otactl.release import bundle
 from otactl.release.hashing import hash_file
 from otactl.release.manifest import VERSION_RE, Manifest
-from otactl.repo import layout
+from otactl.repo import layout, release_roles
 from otactl.repo.repository import Repository, to_bytes
 
 
@@ -93,6 +98,7 @@ def parse_state(data: bytes, where: str, model: str, version: str) -> dict[str, 
     f.time("created")
     f.integer("security_version")
     f.optional_text("built_by")
+    f.optional_text("role")
     f.texts("new_targets", optional=True)
     variants = f.optional_obj("variants")
     if variants is not None:
@@ -133,10 +139,36 @@ def resolve(ctx: Context, spec: str) -> ReleaseRef:
     return ReleaseRef(models[0], spec)
 
 
-def _published_descriptors(releases: Targets, model: str) -> dict[str, TargetFile]:
-    prefix = f"releases/{model}/"
-    return {p.removeprefix(prefix).removesuffix(".json"): tf for p, tf in releases.targets.items()
-            if p.startswith(prefix)}
+def _published_descriptors(repo: Repository, model: str) -> dict[str, TargetFile]:
+    """Version -> the signed entry of the release's descriptor, for every published release of ``model``."""
+    out = {}
+    for version, role in repo.published_releases(model).items():
+        tf = repo.role(role).signed.targets.get(layout.release_path(model, version))
+        if tf is not None:
+            out[version] = tf
+    return out
+
+
+LEGACY_ROLE = release_roles.ANCHOR  # a repository made before decision 1203 stages the next ``releases``
+
+
+def _role_name(repo: Repository, model: str, version: str) -> str:
+    """Which role a new build of ``model``/``version`` stages."""
+    return release_roles.ReleaseRole(model, version).name if repo.has_index() else LEGACY_ROLE
+
+
+def _base(repo: Repository, role: str) -> tuple[int, dict[str, TargetFile]]:
+    """What a staged role must be the next version of: the published ``releases`` (decision 0010), or
+    nothing (a release's own role is version 1); its version and targets."""
+    if role == LEGACY_ROLE:
+        published = repo.role(LEGACY_ROLE).signed
+        return published.version, dict(published.targets)
+    return 0, {}
+
+
+def _staged_role(state: dict[str, Any]) -> str:
+    role = state.get("role", LEGACY_ROLE)  # state written before decision 1203: the single role
+    return role if isinstance(role, str) else LEGACY_ROLE
 
 
 def _sign_with(md: Metadata[Targets], ctx: Context, key_name: str) -> None:
@@ -150,9 +182,8 @@ def build(ctx: Context, manifest: Manifest, *, ci_key: str | None = None,
     if bootstrap.pending(ctx.store):  # release managers with their own keys signed the first versions
         bootstrap.publish_if_signed(ctx)
     repo = ctx.repository()
-    releases = repo.role("releases")
     model, version = manifest.model, manifest.version
-    published = _published_descriptors(releases.signed, model)
+    published = _published_descriptors(repo, model)
     if version in published or ctx.store.exists(state_key(model, version)):
         raise manifest.error("version", f"release {model}/{version} already exists")
     floor = max((layout.get_custom(tf).get("security_version", 0) for tf in published.values()), default=0)
@@ -209,18 +240,20 @@ def build(ctx: Context, manifest: Manifest, *, ci_key: str | None = None,
         assert b.data is not None
         ctx.store.put(layout.target_key(b.path, b.sha256), b.data)
 
-    md: Metadata[Targets] = Metadata.from_bytes(to_bytes(releases))
-    md.signatures.clear()
+    role = _role_name(repo, model, version)
+    base_version, base_targets = _base(repo, role)
+    md: Metadata[Targets] = Metadata(Targets(targets=base_targets))
     for b in [*(b for b, _ in uploads), *deltas, *configs, descriptor]:
         tf = TargetFile(b.length, {"sha256": b.sha256}, b.path)
         layout.set_custom(tf, b.custom)
         md.signed.targets[b.path] = tf
-    md.signed.version += 1
-    md.signed.expires = repo._expiry("releases")
+    md.signed.version = base_version + 1
+    md.signed.expires = repo._expiry(LEGACY_ROLE) if role == LEGACY_ROLE else \
+        (ctx.now + timedelta(days=release_roles.EXPIRY_DAYS)).replace(microsecond=0)
     _sign_with(md, ctx, signer_name)
     state = {"schema": STATE_SCHEMA, "model": model, "version": version, "status": "staged",
-             "created": ctx.now.isoformat(), "built_by": signer_name,
-             "base_releases_version": releases.signed.version,
+             "created": ctx.now.isoformat(), "built_by": signer_name, "role": role,
+             "base_releases_version": base_version,
              "security_version": manifest.security_version, "variants": manifest.variants,
              "new_targets": sorted(b.path for b in [*(b for b, _ in uploads), *deltas, *configs, descriptor])}
     ctx.store.put(staged_key(model, version), to_bytes(md))
@@ -325,17 +358,18 @@ def review(ctx: Context, spec: str) -> ReleaseInfo:
     ref = resolve(ctx, spec)
     result = info(ctx, ref)
     repo = ctx.repository()
-    published = repo.role("releases").signed
-    on_record = layout.release_path(ref.model, ref.version) in published.targets
-    source = published if on_record else _staged(ctx, ref).signed  # a withdrawn release may be either
+    published = repo.published_releases(ref.model)
+    # a withdrawn release may be either published or not
+    source = repo.role(published[ref.version]).signed if ref.version in published else _staged(ctx, ref).signed
     descriptor, result.variants = _signed_release(ctx, ref, source)
     result.security_version = int(descriptor["security_version"])
     result.firmware = {rev: entry["target"] for rev, entry in sorted(descriptor["firmware"].items())}
-    older = [v for v in _published_descriptors(published, ref.model) if version_key(v) < version_key(ref.version)]
+    older = [v for v in published if version_key(v) < version_key(ref.version)]
     previous: dict[str, Any] = {}
     if older:
         result.previous = max(older, key=version_key)
-        _, previous = _signed_release(ctx, ReleaseRef(ref.model, result.previous), published)
+        _, previous = _signed_release(ctx, ReleaseRef(ref.model, result.previous),
+                                      repo.role(published[result.previous]).signed)
     result.variant_changes = diff_variants(previous, result.variants)
     return result
 
@@ -368,19 +402,33 @@ def list_releases(ctx: Context) -> list[ReleaseInfo]:
 
 
 # ------------------------------------------------------------------------ approve, publish
-def check_staged(ctx: Context, repo: Repository, ref: ReleaseRef, md: Metadata[Targets], verb: str) -> None:
-    """Refuse (naming what is wrong) unless ``md`` is exactly the release on the published base.
+def check_staged(ctx: Context, repo: Repository, ref: ReleaseRef, md: Metadata[Targets], verb: str,
+                 role: str) -> None:
+    """Refuse (naming what is wrong) unless ``md`` is exactly the release on its base.
 
-    It must be the next version of the published ``releases``, change no target but the release's
-    own, and every file it adds must be in the store with the signed length and hash.
+    A release's own role (decision 1203) must be version 1 and list only the release's targets; the
+    single ``releases`` role of an older repository must be the next version of the published one and
+    change no target but the release's own. Every file it adds must be in the store with the signed
+    length and hash.
     """
-    published = repo.role("releases").signed
-    if md.signed.version != published.version + 1:
+    if role not in (LEGACY_ROLE, release_roles.ReleaseRole(ref.model, ref.version).name):
+        raise VerificationError(f"release {ref}: its state names role {role!r}, which is not this release's; "
+                                f"refusing to {verb}")
+    if role != LEGACY_ROLE and not repo.has_index():
+        raise VerificationError(f"release {ref}: staged as its own role, but the repository has no "
+                                f"{release_roles.INDEX} to delegate it; refusing to {verb}")
+    base_version, base_targets = _base(repo, role)
+    if md.signed.version != base_version + 1:
+        if role != LEGACY_ROLE:
+            raise VerificationError(f"release {ref}: its staged role is version {md.signed.version}, not 1; "
+                                    f"refusing to {verb}")
         raise ConflictError(f"release {ref} was built on releases v{md.signed.version - 1}, but v"
-                            f"{published.version} is published now; rebuild it and approve again")
-    added = [p for p, tf in md.signed.targets.items() if published.targets.get(p) != tf]
+                            f"{base_version} is published now; rebuild it and approve again")
+    if md.signed.delegations is not None:
+        raise VerificationError(f"release {ref}: the staged metadata delegates to other roles; refusing to {verb}")
+    added = [p for p, tf in md.signed.targets.items() if base_targets.get(p) != tf]
     foreign = sorted([p for p in added if not belongs(p, ref.model, ref.version)]
-                     + [p for p in published.targets if p not in md.signed.targets])
+                     + [p for p in base_targets if p not in md.signed.targets])
     if foreign:
         raise VerificationError(f"release {ref}: the staged metadata also changes other targets "
                                 f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
@@ -422,7 +470,7 @@ def approve(ctx: Context, spec: str, key_name: str | None) -> ReleaseInfo:
     if not any(k in ctx.trust.ci_keys for k in signers):
         raise VerificationError(f"release {ref}: the staged metadata no longer carries a valid CI signature "
                                 "(changed since the build); refusing to approve")
-    check_staged(ctx, ctx.repository(), ref, md, "approve")
+    check_staged(ctx, ctx.repository(), ref, md, "approve", _staged_role(_state_of(ctx, ref)))
     if key_name in signers:
         raise UsageError(f"release {ref} is already approved with key {key_name!r}")
     _sign_with(md, ctx, key_name)
@@ -438,7 +486,7 @@ def publish(ctx: Context, spec: str) -> ReleaseInfo:
     if current.status == "withdrawn":
         raise UsageError(f"release {ref} is withdrawn")
     repo = ctx.repository()
-    if layout.release_path(ref.model, ref.version) in repo.role("releases").signed.targets:
+    if ref.version in repo.published_releases(ref.model):
         return _mark_published(ctx, ref)  # published before a crash; finish the bookkeeping
     if current.status != "approved":
         raise VerificationError(
@@ -446,10 +494,21 @@ def publish(ctx: Context, spec: str) -> ReleaseInfo:
             f"missing one or more of: {', '.join(current.missing)}",
             hint=f"a release manager runs `otactl release approve {ref}`")
     md = _staged(ctx, ref)
-    check_staged(ctx, repo, ref, md, "publish")
-    repo.put_signed("releases", md)
+    role = _staged_role(_state_of(ctx, ref))
+    check_staged(ctx, repo, ref, md, "publish", role)
+    if role == LEGACY_ROLE:
+        repo.put_signed(LEGACY_ROLE, md)
+    else:
+        repo.add_release(release_roles.ReleaseRole(ref.model, ref.version), md)
     repo.publish()
     return _mark_published(ctx, ref)
+
+
+def _state_of(ctx: Context, ref: ReleaseRef) -> dict[str, Any]:
+    state = _load_state(ctx, ref.model, ref.version)
+    if state is None:
+        raise NotFoundError(f"release {ref}: no such release (see `otactl release list`)")
+    return state
 
 
 def _mark_published(ctx: Context, ref: ReleaseRef) -> ReleaseInfo:

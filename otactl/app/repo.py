@@ -13,7 +13,7 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 from otactl import progress
 from otactl.app.context import Context
 from otactl.errors import VerificationError
-from otactl.repo import layout
+from otactl.repo import layout, release_roles
 from otactl.repo.client import StoreFetcher, make_updater
 from otactl.repo.repository import JOURNAL_KEY, replay_journal
 
@@ -60,7 +60,8 @@ def _status_of(ctx: Context, name: str, md: AnyMetadata, delegator_keys: dict[st
     for keyid in md.signatures:
         key = ctx.trust.key_by_id(keyid)
         names.append(key.name if key else keyid[:12])
-    role_name = "devices" if name.startswith(f"{layout.BIN_PREFIX}-") else name
+    role_name = "devices" if name.startswith(f"{layout.BIN_PREFIX}-") else \
+        release_roles.ANCHOR if release_roles.is_release_role(name) else name
     role = ctx.trust.roles.get(role_name)
     left = (signed.expires - now).total_seconds() / 86400
     targets = len(signed.targets) if isinstance(signed, Targets) else None
@@ -161,7 +162,8 @@ def refresh(ctx: Context, *, warn_days: int = 30, force: bool = False, offline: 
         repo.publish()
         result.resigned += ["snapshot", "timestamp"]
     for row in status(ctx):
-        base = row.role
-        if base in layout.OFFLINE_ROLES and datetime.fromisoformat(row.expires) - ctx.now < limit:
+        base = row.role  # a release's own role is signed by its managers: offline (decision 1203)
+        offline_role = base in layout.OFFLINE_ROLES or release_roles.is_release_role(base)
+        if offline_role and datetime.fromisoformat(row.expires) - ctx.now < limit:
             result.expiring_offline.append(row)
     return result

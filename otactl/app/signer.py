@@ -29,7 +29,7 @@ import otactl.keys.keyfile as keyfile
 from otactl.app import bootstrap
 from otactl.app.context import Context, utcnow
 from otactl.errors import KeyAccessError, StoreError, UsageError, VerificationError
-from otactl.repo import layout
+from otactl.repo import layout, release_roles
 from otactl.repo.client import StoreFetcher, make_updater
 from otactl.repo.repository import Repository, to_bytes
 from otactl.repo.signers import SignerPool
@@ -84,8 +84,17 @@ def verify_repository(store: BlobStore, root_bytes: bytes, client_dir: Path) -> 
                                 f"repository: {exc}; refusing to sign anything") from exc
     except tuf_exc.DownloadError as exc:
         raise StoreError(f"{store.url}: cannot read the repository: {exc}") from exc
-    names = ["root", "timestamp", "snapshot", "targets", *(r for r in _PROBES if f"{r}.json" in snapshot.meta)]
-    return Verified(store.url, {name: _read(client_dir, name) for name in names})
+    # the releases probe walks on into the release index (releases does not terminate): loaded too;
+    # before the first `releases` is published (bootstrap) neither is looked up
+    loaded = [*_PROBES, *([release_roles.INDEX] if "releases.json" in snapshot.meta else [])]
+    names = ["root", "timestamp", "snapshot", "targets", *(r for r in loaded if f"{r}.json" in snapshot.meta)]
+    verified = Verified(store.url, {name: _read(client_dir, name) for name in names})
+    if release_roles.INDEX in verified.metadata:
+        try:
+            release_roles.check_index(verified.targets, verified.metadata[release_roles.INDEX].signed)
+        except VerificationError as exc:
+            raise VerificationError(f"{store.url}: {exc.message}; refusing to sign anything") from exc
+    return verified
 
 
 def _read(client_dir: Path, role: str) -> Metadata[Any]:

@@ -1,4 +1,4 @@
-"""`otactl repo publish|verify|status|refresh|prune|serve|fetch`."""
+"""`otactl repo publish|verify|status|refresh|prune|migrate-releases|serve|fetch`."""
 
 from __future__ import annotations
 
@@ -198,3 +198,31 @@ def prune(
     gone = "would go (dry run)" if dry_run else "deleted"
     print(f"prune: {len(result.removals)} files {gone}; kept {result.kept_metadata} metadata files "
           f"(generations {', '.join(map(str, result.generations))}) and {result.kept_targets} targets")
+
+
+@app.command("migrate-releases")
+def migrate_releases(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Give a repository made before per-release roles its release index (offline targets key).
+
+    Releases published before stay in the single `releases` role, where devices provisioned before
+    find them; every later build is its own role, so releases staged at once no longer conflict
+    (docs/decisions/1203-continuous-releases.md). Safe to run again. Exit 0: migrated or already
+    migrated; 1: the targets key is not here, or the store failed.
+
+    \b
+    Example:
+      otactl repo migrate-releases
+    """
+    from otactl.app.context import Context
+    from otactl.app.migrate_releases import migrate_releases as run
+
+    with progress("adding the release index"):
+        result = run(Context.open(workspace))
+    if output is Output.json:
+        emit_json("repo-migrate-releases", result.to_json())
+        return
+    if not result.migrated:
+        print(f"{result.store}: already has a release index; nothing to do")
+        return
+    print(f"{result.store}: release index added (signed by {', '.join(result.index_keys)}); "
+          f"{result.releases_before} releases published before stay in `releases`")

@@ -10,9 +10,11 @@ from typing import IO
 
 import httpx
 from tuf.api import exceptions as tuf_exc
+from tuf.api.metadata import TargetFile
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
-from otactl.errors import NotFoundError, StoreError
+from otactl.errors import NotFoundError, StoreError, VerificationError
+from otactl.repo import release_roles
 from otactl.store.base import BlobStore
 
 # Slow retrieval (see HttpxFetcher): a download must average MIN_RATE bytes/s after GRACE_S seconds.
@@ -129,13 +131,40 @@ class StoreFetcher(FetcherInterface):
         return iter([data])
 
 
+_RELEASE_TARGETS = ("firmware/", "config/", "releases/")
+
+
+class CheckedUpdater(Updater):
+    """ngclient's Updater, plus decision 1203's check: every lookup of a release's target is followed by
+    ``release_roles.check_trusted`` on the metadata the client now trusts, so a release index signed by
+    CI's key alone (threshold lowered, keys swapped, a target of its own) never makes an unapproved
+    release installable. ngclient verifies delegations as the delegator wrote them; this is the part of
+    the approval rule it cannot see."""
+
+    def __init__(self, metadata_dir: str, metadata_base_url: str, target_dir: str, target_base_url: str,
+                 fetcher: FetcherInterface, config: UpdaterConfig, bootstrap: bytes | None) -> None:
+        super().__init__(metadata_dir, metadata_base_url, target_dir, target_base_url, fetcher, config,
+                         bootstrap=bootstrap)
+        self._trusted_dir = Path(metadata_dir)
+
+    def get_targetinfo(self, target_path: str) -> TargetFile | None:
+        info = super().get_targetinfo(target_path)
+        if target_path.startswith(_RELEASE_TARGETS):
+            try:
+                release_roles.check_trusted(self._trusted_dir)
+            except VerificationError as exc:
+                raise release_roles.UnapprovedReleaseError(exc.message) from exc
+        return info
+
+
 def make_updater(
     root_bytes: bytes,
     base_url: str,
     client_dir: Path,
     fetcher: FetcherInterface,
 ) -> Updater:
-    """A device-side ngclient: ``client_dir`` holds trusted metadata and downloaded targets."""
+    """A device-side ngclient (:class:`CheckedUpdater`): ``client_dir`` holds trusted metadata and
+    downloaded targets."""
     metadata_dir = client_dir / "metadata"
     targets_dir = client_dir / "targets"
     metadata_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +173,7 @@ def make_updater(
     # (updated through every root rotation) is what it trusts
     bootstrap = None if (metadata_dir / "root.json").exists() else root_bytes
     base = base_url.rstrip("/") if not base_url.endswith("://") else base_url[:-1]
-    return Updater(
+    return CheckedUpdater(
         metadata_dir=str(metadata_dir),
         metadata_base_url=f"{base}/metadata/",
         target_base_url=f"{base}/targets/",

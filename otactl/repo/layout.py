@@ -14,8 +14,8 @@ from tuf.api.metadata import TargetFile
 from otactl.errors import UsageError
 
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
-DELEGATED = ("releases", "rollouts", "devices", "withdrawals")
-ONLINE_ROLES = ("snapshot", "timestamp", "rollouts", "devices")
+DELEGATED = ("releases", "rollouts", "devices", "withdrawals", "release-index")
+ONLINE_ROLES = ("snapshot", "timestamp", "rollouts", "devices", "release-index")  # the index: CI's key
 OFFLINE_ROLES = ("root", "targets", "releases", "withdrawals")
 BIN_PREFIX = "devices"
 
@@ -25,6 +25,8 @@ DELEGATION_PATHS: dict[str, list[str]] = {
     "rollouts": ["rollouts/*"],
     "devices": ["devices/*"],
     "withdrawals": ["withdrawals/*/*"],  # signed by the release managers' threshold (decision 0502)
+    # CI's key; delegates each published release to its own role, checked by devices (decision 1203)
+    "release-index": ["firmware/*/*/*", "config/*/*/*", "releases/*/*"],
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

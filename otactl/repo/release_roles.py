@@ -1,6 +1,7 @@
 """One delegated role per release (decision 1203): names, paths, and the check that binds them.
 
-The layout this module serves (designed in decision 1203, not yet what ``otactl init`` makes)::
+The layout this module serves (decision 1203; what ``otactl init`` makes and ``otactl repo migrate-releases``
+adds to an older repository)::
 
     targets (offline)
       ├── releases          CI + k release managers, threshold 1 + k: the *approval rule* (anchor);
@@ -26,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuf.api.exceptions import RepositoryError
 from tuf.api.metadata import DelegatedRole, Metadata, Targets
 from tuf.api.serialization import DeserializationError
 
@@ -35,7 +37,20 @@ from otactl.repo import layout
 ANCHOR = "releases"
 INDEX = "release-index"
 PREFIX = "release-"
-INDEX_PATHS = ("firmware/*/*/*", "config/*/*/*", "releases/*/*")  # one `*` per segment, like `releases`
+INDEX_PATHS = tuple(layout.DELEGATION_PATHS[INDEX])  # one `*` per segment, like `releases`
+# A release's role never changes once published: it lives as long as the release is supported in the field.
+# Freshness comes from snapshot and timestamp (they pin each role's version and hash); revocation from
+# ``withdrawals``. ``otactl repo status`` reports a role near its end, for the managers to sign again.
+EXPIRY_DAYS = 5 * 365
+
+
+def is_release_role(name: str) -> bool:
+    """One release's delegated role (not the index, not the anchor)."""
+    return name.startswith(PREFIX) and name != INDEX
+
+
+class UnapprovedReleaseError(RepositoryError):
+    """The release index that the TUF client verified could make an unapproved release installable."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +137,8 @@ def check_index(targets: Targets, index: Targets) -> list[ReleaseRole]:
 
 def check_trusted(metadata_dir: Path) -> list[ReleaseRole]:
     """:func:`check_index` on what a device's ngclient verified and keeps in ``metadata_dir`` (after
-    ``refresh`` and a lookup through the index); no index there (an old layout, or none loaded): ``[]``."""
+    ``refresh`` and a lookup through the index); no index there (an old layout, or none loaded): ``[]``.
+    ``otactl.repo.client.make_updater`` runs it after every lookup of a release's target."""
     index_file = metadata_dir / f"{INDEX}.json"
     if not index_file.exists():
         return []

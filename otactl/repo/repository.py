@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from securesystemslib.signer import Key
-from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
 from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
@@ -36,11 +36,11 @@ from tuf.api.serialization.json import JSONSerializer
 import otactl.keys.keyfile as keyfile
 from otactl import progress
 from otactl.errors import ConflictError, NotFoundError, StoreError, VerificationError
-from otactl.repo import layout
+from otactl.repo import layout, release_roles
 from otactl.repo.canonical import CANONICAL
 from otactl.repo.signers import SignerPool
 from otactl.store.base import BlobStore
-from otactl.workspace import OPTIONAL_ROLES, TrustConfig
+from otactl.workspace import OPTIONAL_ROLES, RoleEntry, TrustConfig
 
 JOURNAL_KEY = "staging/publish-journal.json"
 _SERIALIZER = JSONSerializer(compact=True)
@@ -122,8 +122,129 @@ class Repository:
             meta = self.snapshot.signed.meta.get(f"{name}.json")
             if meta is None:
                 raise NotFoundError(f"{self.store.url}: no role {name!r} in the repository")
-            self._roles[name] = _parse(self.store, layout.metadata_key(name, meta.version))
+            key = layout.metadata_key(name, meta.version)
+            if release_roles.is_release_role(name):
+                self._roles[name] = self._release_role(name, key, meta)
+            else:
+                self._roles[name] = _parse(self.store, key)
         return self._roles[name]
+
+    def _release_role(self, name: str, key: str, meta: MetaFile) -> Metadata[Targets]:
+        """A release's role, as a device would accept it: the bytes the snapshot pins, signed to the
+        threshold the index delegates (which devices check against the approval rule, decision 1203)."""
+        raw = self.store.get(key)
+        try:
+            meta.verify_length_and_hashes(raw)
+        except LengthOrHashMismatchError as exc:
+            raise VerificationError(f"{self.store.url}{key}: not the bytes the snapshot names ({exc})") from None
+        try:
+            md: Metadata[Targets] = Metadata.from_bytes(raw)
+            self.role(release_roles.INDEX).verify_delegate(name, md, CANONICAL)
+        except DeserializationError as exc:
+            raise VerificationError(f"{self.store.url}{key}: not valid TUF metadata ({exc})") from exc
+        except (UnsignedMetadataError, ValueError) as exc:
+            raise VerificationError(f"{self.store.url}{key}: not signed as the release index delegates it "
+                                    f"({exc})") from None
+        return md
+
+    # ------------------------------------------------------------------ releases (both layouts)
+    def has_index(self) -> bool:
+        """Per-release roles (decision 1203); False for a repository made before them (decision 0010)."""
+        return release_roles.INDEX in self._roles or f"{release_roles.INDEX}.json" in self.snapshot.signed.meta
+
+    def _index_roles(self) -> dict[str, DelegatedRole]:
+        if not self.has_index():
+            return {}
+        delegations = self.role(release_roles.INDEX).signed.delegations
+        return {} if delegations is None or delegations.roles is None else dict(delegations.roles)
+
+    def published_releases(self, model: str) -> dict[str, str]:
+        """Version -> the role that lists the release: ``releases`` for those published before the
+        index, else the release's own role."""
+        out: dict[str, str] = {}
+        prefix = f"releases/{model}/"
+        if "releases.json" in self.snapshot.signed.meta:
+            for path in self.role("releases").signed.targets:
+                if path.startswith(prefix) and path.endswith(".json") and path.count("/") == 2:
+                    out[path.removeprefix(prefix).removesuffix(".json")] = "releases"
+        for name, delegation in self._index_roles().items():
+            release = release_roles.release_of(delegation)
+            if release.model == model:
+                out[release.version] = name
+        return out
+
+    def published_targets(self) -> Iterator[tuple[str, TargetFile]]:
+        """Every target of every published release, in both layouts."""
+        names = (["releases"] if "releases.json" in self.snapshot.signed.meta else []) + list(self._index_roles())
+        for name in names:
+            yield from self.role(name).signed.targets.items()
+
+    def add_release(self, release: release_roles.ReleaseRole, md: Metadata[Targets]) -> None:
+        """Install a release's role, signed by CI and its managers, and delegate it from the index with
+        exactly the approval rule's keys and threshold (what devices check)."""
+        targets = self.role("targets").signed
+        assert targets.delegations is not None and targets.delegations.roles is not None
+        anchor = targets.delegations.roles[release_roles.ANCHOR]
+        self.put_signed(release.name, md)
+        index = self.edit(release_roles.INDEX)
+        if index.delegations is None:
+            index.delegations = Delegations(keys={}, roles={})
+        assert index.delegations.roles is not None
+        for keyid in anchor.keyids:
+            index.delegations.keys[keyid] = targets.delegations.keys[keyid]
+        index.delegations.roles[release.name] = release.delegation(anchor)
+
+    def _sync_index(self) -> None:
+        """After the offline targets key changed the approval rule (a manager added, a key rotated, a
+        threshold changed), every release the index delegates gets the new rule too: devices refuse an
+        index whose delegations differ from it. A release's role keeps its signed bytes (version 1); the
+        rule's keys held here that have not signed it sign those bytes now (CI's new key after a CI
+        rotation). A release that would then no longer verify refuses the whole publication, naming it:
+        its managers sign it again first, or nothing changes."""
+        if "targets" not in self._changed or not self._index_roles():
+            return
+        targets = self.role("targets").signed
+        assert targets.delegations is not None and targets.delegations.roles is not None
+        anchor = targets.delegations.roles[release_roles.ANCHOR]
+        keys = {k: targets.delegations.keys[k] for k in anchor.keyids}
+        current = self.role(release_roles.INDEX).signed.delegations
+        assert current is not None and current.roles is not None
+        if current.keys == keys and all(sorted(r.keyids) == sorted(anchor.keyids) and r.threshold == anchor.threshold
+                                        for r in current.roles.values()):
+            return
+        releases = {name: self.role(name) for name in current.roles}  # verified under the rule they had
+        index = self.edit(release_roles.INDEX)
+        assert index.delegations is not None and index.delegations.roles is not None
+        index.delegations.keys = keys
+        for name, role in list(index.delegations.roles.items()):
+            index.delegations.roles[name] = DelegatedRole(name, list(anchor.keyids), anchor.threshold, True,
+                                                          role.paths)
+        names = {e.keyid: e.name for e in self.trust.keys.values()}
+        lapsed = []
+        for name, md in releases.items():
+            added = False
+            for keyid in anchor.keyids:
+                key_name = names.get(keyid)
+                if keyid not in md.signatures and key_name is not None and self.signers.has_private(key_name):
+                    md.sign(self.signers.get(key_name), append=True, signed_serializer=CANONICAL)
+                    added = True
+            if added:
+                self.put_signed(name, md)
+            try:
+                self.role(release_roles.INDEX).verify_delegate(name, md, CANONICAL)
+            except UnsignedMetadataError:
+                lapsed.append(name)
+        if lapsed:
+            rule = ", ".join(names.get(k, k[:12]) for k in anchor.keyids)
+            raise VerificationError(
+                f"the new approval rule ({anchor.threshold} of {rule}) would leave {len(lapsed)} published "
+                f"release(s) without enough valid signatures: "
+                f"{', '.join(sorted(lapsed)[:5])}{' ...' if len(lapsed) > 5 else ''}; nothing was published",
+                hint="their release managers' keys must be here to sign them again under the new rule "
+                     "(or keep the old key until they are)")
+
+    def _trust_role(self, name: str) -> RoleEntry:
+        return self.trust.role(release_roles.ANCHOR if release_roles.is_release_role(name) else name)
 
     def role_names(self) -> list[str]:
         return [m.removesuffix(".json") for m in self.snapshot.signed.meta]
@@ -138,22 +259,35 @@ class Repository:
             return self.root
         if name.startswith(f"{layout.BIN_PREFIX}-"):
             return self.role("devices")
+        if release_roles.is_release_role(name):
+            return self.role(release_roles.INDEX)
         return self.role("targets")
 
     def find_target(self, path: str) -> tuple[str, TargetFile] | None:
-        role = self.role_for_path(path)
-        tf = self.role(role).signed.targets.get(path)
-        return None if tf is None else (role, tf)
-
-    def role_for_path(self, path: str) -> str:
+        """The role that lists ``path`` and its entry, searched as a TUF client does: the top-level
+        delegations in order, a terminating one ending the search, the index's releases within it."""
         if path.startswith("devices/"):
-            return self.bin_for(path)
+            name = self.bin_for(path)
+            tf = self.role(name).signed.targets.get(path)
+            return None if tf is None else (name, tf)
         delegations = self.role("targets").signed.delegations
         assert delegations is not None and delegations.roles is not None
         for name, role in delegations.roles.items():
-            if role.is_delegated_path(path):
-                return name
-        raise NotFoundError(f"target {path!r} matches no delegated role")
+            published = f"{name}.json" in self.snapshot.signed.meta or name in self._roles
+            if not published or not role.is_delegated_path(path):
+                continue
+            if name == release_roles.INDEX:
+                for release, delegation in self._index_roles().items():
+                    if delegation.is_delegated_path(path):  # terminating: this release's role or nothing
+                        tf = self.role(release).signed.targets.get(path)
+                        return None if tf is None else (release, tf)
+                continue
+            tf = self.role(name).signed.targets.get(path)
+            if tf is not None:
+                return name, tf
+            if role.terminating:
+                return None
+        return None
 
     # ------------------------------------------------------------------ creating
     @classmethod
@@ -203,6 +337,10 @@ class Repository:
             repo._add_new(bin_name, Targets(expires=repo._expiry("devices")))
         return repo
 
+    def add_role(self, name: str, signed: Targets) -> None:
+        """A new delegated role (the caller writes its delegation), published as version 1."""
+        self._add_new(name, signed)
+
     def _add_new(self, name: str, signed: Targets) -> None:
         signed.version = 0  # bumped to 1 on publish
         self._roles[name] = Metadata(signed)
@@ -251,7 +389,7 @@ class Repository:
         try:
             delegator.verify_delegate(name, md, CANONICAL)
         except UnsignedMetadataError:
-            role = self.trust.role(name)
+            role = self._trust_role(name)
             signed_by = {s for s in md.signatures}
             missing = [k for k in role.keys if self.trust.key(k).keyid not in signed_by]
             raise VerificationError(
@@ -263,7 +401,8 @@ class Repository:
         """Sign every changed role, snapshot and timestamp; return files in publication order."""
         if self._force_online:
             for name in self.role_names():
-                if name != "targets" and (name in ("rollouts", "devices") or name.startswith("devices-")):
+                if name != "targets" and (name in ("rollouts", "devices", release_roles.INDEX)
+                                          or name.startswith("devices-")):
                     self.edit(name)
         with progress.task("signing metadata", len(self._changed) + 2 + self._root_changed) as signing:
             return self._sign_all(signing)
@@ -292,6 +431,7 @@ class Repository:
             root_files = [(layout.metadata_key("root", root.version), data), (layout.metadata_key("root", None), data)]
             signing.advance()
         snapshot = self.snapshot.signed
+        self._sync_index()
         # delegators sign after their delegates' keys are settled: targets, devices, then the rest
         order = sorted(self._changed, key=lambda n: (n != "targets", n != "devices"))
         for name in order:

@@ -61,9 +61,9 @@ def copy_manifest(tmp_path: Path, name: str, **replace: str) -> Path:
 
 
 def published_state(ws: Path) -> dict[str, int]:
-    """What a publication would change: the releases role and timestamp versions."""
+    """What a publication would change: the snapshot and timestamp versions."""
     repo = Context.open(ws).repository()
-    return {"releases": repo.role("releases").signed.version, "timestamp": repo.timestamp.signed.version}
+    return {"snapshot": repo.snapshot.signed.version, "timestamp": repo.timestamp.signed.version}
 
 
 class RecordingFetcher(HttpxFetcher):

@@ -36,7 +36,8 @@ from otactl.app import release
 from otactl.app.context import Context
 from otactl.errors import VerificationError
 from otactl.fleet.records import DeviceRecord
-from otactl.repo import layout
+from otactl.repo import layout, release_roles
+from otactl.repo.release_roles import ReleaseRole
 from otactl.repo.repository import JOURNAL_KEY, to_bytes
 
 pytestmark = pytest.mark.integration
@@ -141,15 +142,30 @@ def test_config_only_release_points_at_the_earlier_image(published_ws: Path, tmp
     assert firmware == (MANIFESTS / "images" / "t9-revB-2.1.0.bin").read_bytes()
 
 
-def _hand_publish_releases(ws: Path, releases: Metadata) -> None:  # type: ignore[type-arg]
-    """What someone holding only the online key can do: list any releases metadata in a new snapshot."""
+def _hand_publish_release(ws: Path, role: Metadata) -> None:  # type: ignore[type-arg]
+    """What someone holding the online and CI keys can do: list a release's role in the index (CI's key)
+    with the approval rule's keys and threshold, and both in a new snapshot (online key)."""
     ctx = Context.open(ws)
-    online = ctx.signers.get("online")
+    online, ci = ctx.signers.get("online"), ctx.signers.get("ci")
     store = ctx.store
     ts = Metadata.from_bytes(store.get(layout.metadata_key("timestamp", None)))
     snap = Metadata.from_bytes(store.get(layout.metadata_key("snapshot", ts.signed.snapshot_meta.version)))
-    store.put(layout.metadata_key("releases", releases.signed.version), to_bytes(releases))
-    snap.signed.meta["releases.json"] = MetaFile(releases.signed.version)
+    targets = ctx.repository().role("targets").signed
+    assert targets.delegations is not None and targets.delegations.roles is not None
+    anchor = targets.delegations.roles[release_roles.ANCHOR]
+    index_meta = snap.signed.meta[f"{release_roles.INDEX}.json"]
+    index = Metadata.from_bytes(store.get(layout.metadata_key(release_roles.INDEX, index_meta.version)))
+    assert index.signed.delegations is not None and index.signed.delegations.roles is not None
+    name = ReleaseRole(MODEL, "2.1.0")
+    index.signed.delegations.roles[name.name] = name.delegation(anchor)
+    for keyid in anchor.keyids:
+        index.signed.delegations.keys[keyid] = targets.delegations.keys[keyid]
+    index.signed.version += 1
+    index.signatures.clear()
+    index.sign(ci)
+    for role_name, md in ((name.name, role), (release_roles.INDEX, index)):
+        store.put(layout.metadata_key(role_name, md.signed.version), to_bytes(md))
+        snap.signed.meta[f"{role_name}.json"] = MetaFile(md.signed.version)
     snap.signed.version += 1
     snap.signatures.clear()
     snap.sign(online)
@@ -174,9 +190,9 @@ def test_releases_with_only_the_ci_signature_are_refused_by_the_repository_and_b
     # otactl's own Repository refuses to publish it, whoever calls it (bypassing `release publish`)
     before = published_state(ws)
     repo = ctx.repository()
-    repo.put_signed("releases", ci_only)
-    with pytest.raises(VerificationError, match="role 'releases': 1 of the 2 signatures needed; missing: "
-                                                "release-manager"):
+    repo.add_release(ReleaseRole(MODEL, "2.1.0"), ci_only)
+    with pytest.raises(VerificationError, match=r"role 'release-t9-engine-2\.1\.0': 1 of the 2 signatures needed; "
+                                                r"missing: release-manager"):
         repo.publish()
     assert published_state(ws) == before
     assert not ctx.store.exists(JOURNAL_KEY)
@@ -185,17 +201,17 @@ def test_releases_with_only_the_ci_signature_are_refused_by_the_repository_and_b
         updater.refresh()
         assert updater.get_targetinfo(layout.release_path(MODEL, "2.0.0")) is not None
 
-        # written straight into the served directory with a valid snapshot and timestamp: refused
-        _hand_publish_releases(ws, release._staged(ctx, ref))
+        # written straight into the served directory with a valid index, snapshot and timestamp: refused
+        _hand_publish_release(ws, release._staged(ctx, ref))
     with served(ws) as url, device(root_v1(ws), url, tmp_path / "dev") as (updater, _):
         updater.refresh()  # timestamp and snapshot are validly signed by the online key
-        with pytest.raises(tuf_exc.UnsignedMetadataError, match="releases"):
+        with pytest.raises(tuf_exc.UnsignedMetadataError, match=r"release-t9-engine-2\.1\.0"):
             updater.get_targetinfo(layout.release_path(MODEL, "2.1.0"))
 
     # the control: the same bytes with the release manager's signature added are accepted
     approved = release._staged(ctx, ref)
     approved.sign(ctx.signers.get("release-manager"), append=True)
-    _hand_publish_releases(ws, approved)
+    _hand_publish_release(ws, approved)
     with served(ws) as url, device(root_v1(ws), url, tmp_path / "dev") as (updater, _):
         updater.refresh()
         assert updater.get_targetinfo(layout.release_path(MODEL, "2.1.0")) is not None

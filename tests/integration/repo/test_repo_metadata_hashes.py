@@ -91,7 +91,8 @@ def test_which_entries_carry_hashes(workspace: Path) -> None:
     assert ts.length is not None and ts.hashes is not None and set(ts.hashes) == {"sha256"}
     hashed = {n for n, m in repo.snapshot.signed.meta.items() if m.hashes is not None and m.length is not None}
     plain = {n for n, m in repo.snapshot.signed.meta.items() if m.hashes is None and m.length is None}
-    assert hashed == {"targets.json", "releases.json", "rollouts.json", "devices.json", "withdrawals.json"}
+    assert hashed == {"targets.json", "releases.json", "rollouts.json", "devices.json", "withdrawals.json",
+                      "release-index.json"}
     assert plain and all(n.startswith(f"{layout.BIN_PREFIX}-") for n in plain)  # bins: version only
 
 

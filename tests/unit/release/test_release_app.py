@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pytest
 from release_parts import MANIFESTS, ship
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import Metadata
 
 from otactl.app import release
 from otactl.app.context import Context
-from otactl.errors import ConflictError, InputFileError, VerificationError
+from otactl.errors import InputFileError, VerificationError
 from otactl.release.manifest import load_manifest
 from otactl.repo import layout
 from otactl.repo.repository import to_bytes
 
 
 def _releases_version(ctx: Context) -> int:
-    return ctx.repository().role("releases").signed.version
+    """The published repository's generation: unchanged when nothing was published."""
+    return ctx.repository().snapshot.signed.version
 
 
 def _copy_manifest(tmp_path: Path, name: str, **replace: str) -> Path:
@@ -122,7 +125,9 @@ def test_approve_refuses_staged_metadata_that_changes_other_releases(released: P
     release.build(ctx, load_manifest(MANIFESTS / "t9-engine-2.1.0.yaml"))
     key = release.staged_key("t9-engine", "2.1.0")
     md = release._staged(ctx, release.ReleaseRef("t9-engine", "2.1.0"))
-    del md.signed.targets["config/t9-engine/2.0.0/hp-300.json"]
+    published = ctx.repository().find_target("config/t9-engine/2.0.0/hp-300.json")
+    assert published is not None
+    md.signed.targets["config/t9-engine/2.0.0/hp-300.json"] = published[1]  # 2.0.0's entry, in 2.1.0's role
     md.signatures.clear()
     md.sign(ctx.signers.get("ci"))  # a valid CI signature: a compromised or buggy CI step
     ctx.store.put(key, to_bytes(md))
@@ -130,16 +135,21 @@ def test_approve_refuses_staged_metadata_that_changes_other_releases(released: P
         release.approve(ctx, "2.1.0", "release-manager")
 
 
-def test_a_stale_release_is_refused_at_approval_and_publication(released: Path, tmp_path: Path) -> None:
+def test_a_release_staged_before_another_was_published_publishes_without_rebuilding(released: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Decision 1203: each release is its own role, so one published meanwhile makes no other stale."""
     ctx = Context.open(released)
     hotfix = _copy_manifest(tmp_path, "t9-engine-2.0.0.yaml", **{"version: 2.0.0": "version: 2.0.1"})
     release.build(ctx, load_manifest(hotfix))
+    staged = ctx.store.get(release.staged_key("t9-engine", "2.0.1"))
     release.approve(ctx, "2.0.1", "release-manager")
-    ship(ctx, MANIFESTS / "t9-engine-2.1.0.yaml")  # published meanwhile, on the same base
-    version = _releases_version(ctx)
-    with pytest.raises(ConflictError, match="rebuild it and approve again"):
-        release.publish(ctx, "2.0.1")
-    assert _releases_version(ctx) == version
+    ship(ctx, MANIFESTS / "t9-engine-2.1.0.yaml")  # built, approved and published meanwhile
+    assert release.publish(ctx, "2.0.1").status == "published"
+    repo = ctx.repository()
+    assert set(repo.published_releases("t9-engine")) == {"2.0.0", "2.0.1", "2.1.0"}
+    published = repo.role("release-t9-engine-2.0.1")
+    assert published.signed == Metadata.from_bytes(staged).signed  # the bytes CI built, as approved
+    assert published.signed.version == 1
 
 
 def test_publish_refuses_a_file_changed_after_approval(released: Path) -> None:
@@ -167,3 +177,18 @@ def test_list_shows_every_release_with_its_status(released: Path) -> None:
     release.build(ctx, load_manifest(MANIFESTS / "t9-engine-2.1.0.yaml"))
     rows = [(r.version, r.status, r.missing) for r in release.list_releases(ctx)]
     assert rows == [("2.0.0", "published", []), ("2.1.0", "staged", ["release-manager"])]
+
+
+def test_a_new_approval_rule_that_would_orphan_a_published_release_is_refused(released: Path) -> None:
+    """Decision 1203: the index follows the approval rule; a release approved only by a key that leaves
+    the rule would stop verifying on every device, so the publication is refused and names it."""
+    ctx = Context.open(released)
+    repo = ctx.repository()
+    before = _releases_version(ctx)
+    targets = repo.edit("targets")
+    targets.revoke_key(ctx.trust.key("release-manager").keyid, "releases")
+    targets.add_key(CryptoSigner.generate_ed25519().public_key, "releases")  # its private key is not here
+    with pytest.raises(VerificationError, match=r"would leave 1 published release\(s\) without enough valid "
+                                                r"signatures: release-t9-engine-2\.0\.0"):
+        repo.publish()
+    assert _releases_version(ctx) == before

@@ -156,10 +156,20 @@ class Repo:
         self.publish(release_roles.INDEX, release.name)
 
     def device(self, tmp: Path, name: str = "device") -> tuple[Updater, CountingFetcher]:
+        """otactl's device client (``make_updater``: ngclient plus the index check)."""
         fetcher = CountingFetcher(self.store)
         updater = make_updater(self.store.get(layout.metadata_key("root", 1)), StoreFetcher.PREFIX, tmp / name, fetcher)
         updater.refresh()
         return updater, fetcher
+
+    def plain_ngclient(self, tmp: Path, name: str = "plain") -> Updater:
+        """python-tuf's ngclient alone, as any conformant TUF client would read the repository."""
+        (tmp / name / "metadata").mkdir(parents=True)
+        updater = Updater(str(tmp / name / "metadata"), f"{StoreFetcher.PREFIX}metadata/", str(tmp / name),
+                          f"{StoreFetcher.PREFIX}targets/", StoreFetcher(self.store),
+                          bootstrap=self.store.get(layout.metadata_key("root", 1)))
+        updater.refresh()
+        return updater
 
 
 def _check(tmp: Path, name: str = "device") -> list[ReleaseRole]:
@@ -242,13 +252,19 @@ def test_an_online_key_alone_cannot_make_an_unapproved_release_installable(tmp_p
         repo.publish(release_roles.INDEX)
     else:
         repo.list_in_index(release, staged, delegation, keys)
+    plain = repo.plain_ngclient(tmp_path)
     updater, _ = repo.device(tmp_path)
     if attack == "approval-keys":  # ngclient enforces the threshold of the keys the index names
+        with pytest.raises(UnsignedMetadataError):
+            plain.get_targetinfo(_descriptor("2.1.1"))
         with pytest.raises(UnsignedMetadataError):
             updater.get_targetinfo(_descriptor("2.1.1"))
         return
     # ngclient itself accepts the others: it trusts the delegator's choice of keys and threshold
-    assert updater.get_targetinfo(_descriptor("2.1.1")) is not None
+    assert plain.get_targetinfo(_descriptor("2.1.1")) is not None
+    # otactl's device client does not: the check runs after the lookup, before anything is used
+    with pytest.raises(release_roles.UnapprovedReleaseError):
+        updater.get_targetinfo(_descriptor("2.1.1"))
     with pytest.raises(VerificationError):
         _check(tmp_path)
 
