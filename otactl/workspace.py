@@ -202,8 +202,9 @@ class Workspace:
                              hint="pass --workspace DIR or run inside the workspace")
         doc = load_yaml(cfg_path)
         if isinstance(doc.data, dict) and doc.data.get("schema") == SIGNER_SCHEMA:
-            raise UsageError(f"{root}: a release manager's signer workspace (otactl join): it reviews, approves "
-                             "and withdraws releases only (`otactl release review|approve|withdraw|list`)",
+            raise UsageError(f"{root}: a release manager's signer workspace (otactl join): it reviews, approves, "
+                             "withdraws and reinstates releases and approves rings only (`otactl release "
+                             "review|approve|withdraw|reinstate|list`, `otactl rollout approve`)",
                              hint="run other commands in the CI workspace")
         top = check_keys(doc, (), doc.data, {"schema", "store", "s3_endpoint_url", "actor"}, {"schema", "store"})
         if top["schema"] != WORKSPACE_SCHEMA:

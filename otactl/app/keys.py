@@ -145,9 +145,15 @@ def _next_name(trust: TrustConfig, role: str) -> str:
     return f"{role}-{n}"
 
 
-def rotate_key(ctx: Context, role: str, old: str | None) -> RotateResult:
+def rotate_key(ctx: Context, role: str, old: str | None, public_file: Path | None = None) -> RotateResult:
+    """Replace a role's key. ``role`` may also name a release manager's key: a release manager's key
+    is replaced in every role that lists it (``releases`` and ``withdrawals``), by the public half
+    made on their machine (``public_file``; the private key never reaches this one)."""
+    if role not in ctx.trust.roles and role in ctx.trust.release_managers and old in (None, role):
+        role, old = next(r for r, e in ctx.trust.roles.items() if role in e.keys), role
     if role not in ctx.trust.roles:
-        raise UsageError(f"no role {role!r}; roles: {', '.join(ctx.trust.roles)}")
+        raise UsageError(f"no role {role!r}; roles: {', '.join(ctx.trust.roles)} (or a release manager's key: "
+                         f"{', '.join(ctx.trust.release_managers) or 'none'})")
     entry = ctx.trust.roles[role]
     if old is None:
         if len(entry.keys) != 1:
@@ -155,6 +161,11 @@ def rotate_key(ctx: Context, role: str, old: str | None) -> RotateResult:
         old = entry.keys[0]
     if old not in entry.keys:
         raise UsageError(f"key {old!r} does not sign for role {role!r}")
+    if old in ctx.trust.release_managers:
+        return rotate_release_manager(ctx, old, public_file)
+    if public_file is not None:
+        raise UsageError(f"--public: key {old!r} is not a release manager's key; CI signs {role!r} with it, so its "
+                         "new key is made here (leave out --public)")
     repo = ctx.repository()  # fail early on an unusable store, before making a key
     new_entry, new_path = _new_key(ctx, _next_name(ctx.trust, role))
     old_keyid = ctx.trust.key(old).keyid
@@ -208,3 +219,79 @@ def rotate_key(ctx: Context, role: str, old: str | None) -> RotateResult:
         (ctx.workspace.root / ROOT_FILE).write_bytes(ctx.store.get(layout.metadata_key("root", None)))
     ctx.workspace.write_trust(trust)
     return RotateResult(old, new_entry.name, new_entry.keyid, repo.root.signed.version)
+
+
+def _rm_entry(ctx: Context, name: str, public_file: Path | None) -> tuple[KeyEntry, Path | None]:
+    """The release manager's new key: by its public half, or (a lab: the old key is here) made here."""
+    if public_file is not None:
+        _, public = keyfile.read_public(public_file)  # a private key file is refused
+        existing = ctx.trust.key_by_id(public.keyid)
+        if existing is not None:
+            raise UsageError(f"{public_file}: this key is already in {ctx.trust.path} (as {existing.name!r}); "
+                             f"{name} makes a new one (`otactl keys generate {name} --out DIR`)")
+        return KeyEntry(name, public.keyid, public.keyval["public"], f"{keyfile.OWNER_SCHEME}:{name}"), None
+    if not ctx.signers.has_private(name):
+        raise UsageError(f"key {name!r} is a release manager's key held on their own machine; its new key is made "
+                         f"there too: {name} runs `otactl keys generate {name} --out DIR` and sends DIR/{name}.pub",
+                         hint=f"then `otactl keys rotate {name} --public {name}.pub`")
+    n = 2
+    while (ctx.workspace.root / KEY_DIR / f"{name}-{n}.key").exists():
+        n += 1
+    rel = f"{KEY_DIR}/{name}-{n}.key"
+    path = ctx.workspace.root / rel
+    pub = keyfile.generate_keyfile(path, name, keyfile.get_passphrase(name, confirm=True))
+    return KeyEntry(name, pub.keyid, pub.keyval["public"], f"otactl-file:{rel}"), path
+
+
+def rotate_release_manager(ctx: Context, name: str, public_file: Path | None) -> RotateResult:
+    """Replace release manager ``name``'s key in ``releases`` and ``withdrawals``; the name stays (plans and
+    approvals name the person). The published metadata of both roles must still meet its threshold
+    without the old key's signature, or be re-signed to it with the keys here (a lab); else refused."""
+    from otactl.repo.canonical import CANONICAL
+
+    old_entry = ctx.trust.key(name)
+    roles_of = [r for r in ("releases", "withdrawals") if r in ctx.trust.roles and name in ctx.trust.roles[r].keys]
+    repo = ctx.repository()  # fail early on an unusable store, before anything is made
+    new_entry, new_path = _rm_entry(ctx, name, public_file)
+    trust = replace(ctx.trust, keys={**ctx.trust.keys, name: new_entry})
+    new_pub = layout.name_key(keyfile.public_key(new_entry.public), name)
+    try:
+        repo.trust = trust
+        ctx.signers.trust = trust
+        ctx.signers.forget(name)
+        targets = repo.edit("targets")
+        for r in roles_of:
+            targets.revoke_key(old_entry.keyid, r)
+            targets.add_key(new_pub, r)
+        for r in roles_of:
+            if f"{r}.json" not in repo.snapshot.signed.meta:
+                continue  # not published yet (staged for the release managers: decision 1105)
+            md = repo.role(r)
+            result = targets.get_verification_result(r, CANONICAL.serialize(md.signed), md.signatures)
+            if result.verified:
+                continue
+            role = trust.roles[r]
+            if sum(ctx.signers.has_private(k) for k in role.keys) >= role.threshold:
+                repo.edit(r)  # a lab: the keys here re-sign it
+                continue
+            raise UsageError(f"role {r!r} v{md.signed.version} counts {name}'s old signature: without it, "
+                             f"{len(result.signed)} of the {role.threshold} signatures it needs, and the keys here "
+                             f"cannot sign it (devices would refuse it); nothing was changed",
+                             hint=f"rotate {name} once a {r} version that other release managers signed is "
+                                  "published (docs/decisions/1105-key-custody.md)")
+        repo.publish()
+    except BaseException:
+        ctx.signers.trust = ctx.trust
+        if _journaled(ctx, new_entry.public):  # `otactl repo publish` will complete it: keep the key
+            ctx.workspace.write_trust(trust)
+        elif new_path is not None:
+            new_path.unlink(missing_ok=True)
+        raise
+    ctx.workspace.write_trust(trust)
+    ctx.trust = trust
+    old_file = ctx.workspace.root / KEY_DIR / f"{name}.key"
+    if new_path is not None and old_file.exists():
+        (ctx.workspace.root / KEY_DIR / "retired").mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.replace(old_file, ctx.workspace.root / KEY_DIR / "retired" / old_file.name)
+    return RotateResult(name, name, new_entry.keyid, repo.root.signed.version)

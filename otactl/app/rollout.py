@@ -27,8 +27,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from otactl.app import journal
+from otactl.app import approvals, journal
 from otactl.app import rollout_state as rs
+from otactl.app.approvals import ApprovalRequest
 from otactl.app.context import Context
 from otactl.app.observe import observe as observe_ring
 from otactl.app.policy import current_policy, publish_policy
@@ -43,10 +44,9 @@ from otactl.errors import (
     VerificationError,
     WaitingError,
 )
-from otactl.release.bundle import canonical
 from otactl.rollout import decide as core
 from otactl.rollout.gates import Observation, Phase, RingVerdict, evaluate_ring
-from otactl.rollout.plan import KeyId, Plan, load_plan
+from otactl.rollout.plan import Plan, load_plan
 from otactl.rollout.rings import DeviceId, DeviceInfo, PlanReport, plan_report, plan_warnings
 from otactl.telemetry.source import TelemetrySource, TelemetryUnavailable
 
@@ -231,11 +231,7 @@ def _read_telemetry(record: rs.RolloutRecord, source: TelemetrySource, now: date
             hint="check --telemetry (or OTACTL_TELEMETRY_SOURCE) and run the step again") from exc
 
 
-def _digest(evidence: dict[str, Any] | None) -> str:
-    """SHA-256 of the evidence as sorted JSON (it holds floats, which canonical JSON forbids)."""
-    import json
-
-    return hashlib.sha256(json.dumps(evidence or {}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+_digest = approvals.evidence_digest
 
 
 def verdict_json(v: RingVerdict) -> dict[str, Any]:
@@ -263,8 +259,11 @@ def step(ctx: Context, model: str, source: TelemetrySource, *, key: str | None =
     actor = resolve_actor(ctx, key, person=False)
     record = _require(ctx, model)
     plan_ = record.plan
+    intake = approvals.take_in(ctx, record, actor)  # approvals signed elsewhere, for the evidence they saw
+    record, taken = intake.record, [f"took in {name}'s approval of ring {plan_.rings[record.state.ring_index].name!r}"
+                                    for name in intake.taken] + intake.refused
     if record.terminal or record.state.status is core.Status.PAUSED:
-        return _result(record, core.decide(plan_, record.state, None, ctx.now))
+        return _noted(_result(record, core.decide(plan_, record.state, None, ctx.now)), taken)
     observation = _read_telemetry(record, source, ctx.now)
     verdict = evaluate_ring(plan_, record.state.ring_index, observation, record.state.carry)
     decision = core.decide(plan_, record.state, verdict, ctx.now)
@@ -272,13 +271,17 @@ def step(ctx: Context, model: str, source: TelemetrySource, *, key: str | None =
     new = record.with_state(new_state, last_verdict=verdict_json(verdict),
                             paused_by="gate" if decision.action is core.Action.PAUSE else record.paused_by)
     if new_state == record.state:
-        return _result(rs.save(ctx.store, new), decision)  # the conditional write: a concurrent writer wins
+        return _noted(_result(rs.save(ctx.store, new), decision), taken)  # conditional: a concurrent writer wins
     if decision.changes_policy:
         new = _next_policy(ctx, new)
     new = journal.commit(ctx, record, new, actor, decision.action.value,
                          {"ring": plan_.rings[record.state.ring_index].name, "reasons": list(decision.reasons),
                           "verdict": verdict.phase.value, "evidence_sha256": _digest(new.last_verdict)})
-    return _result(new, decision)
+    return _noted(_result(new, decision), taken)
+
+
+def _noted(result: StepResult, notes: list[str]) -> StepResult:
+    return replace(result, reasons=[*notes, *result.reasons]) if notes else result
 
 
 def find(ctx: Context, name: str) -> rs.RolloutRecord:
@@ -394,21 +397,35 @@ def abort(ctx: Context, model: str, reason: str, key: str | None = None) -> Step
     return _operate(ctx, model, core.Action.ABORT, reason, key)
 
 
-def approve(ctx: Context, model: str, key: str) -> StepResult:
-    """A release manager signs the plan and the current ring's evidence (k-of-n per the plan)."""
-    if key not in ctx.trust.keys:
-        raise UsageError(f"key {key!r} is not in the trust configuration")
+def approve(ctx: Context, model: str, key: str | None) -> StepResult | ApprovalRequest:
+    """A release manager's approval of the current ring (k-of-n per the plan; ``otactl.app.approvals``).
+
+    In a signer workspace: sign it and store it for CI (an ApprovalRequest). In CI with ``--key`` (the
+    key here): sign and record it. In CI without ``--key``: take in the approvals signed elsewhere."""
+    from otactl.app.signer import SignerContext
+
+    if isinstance(ctx, SignerContext):
+        return approvals.request(ctx, model, key)
+    if key is not None:
+        if key not in ctx.trust.keys:
+            raise UsageError(f"key {key!r} is not in the trust configuration")
+        new, decision = approvals.approve_here(ctx, _require(ctx, model), key)
+        return _result(new, decision)
+    actor = resolve_actor(ctx, None, person=False)
     record = _require(ctx, model)
-    ring = record.plan.rings[record.state.ring_index]
-    state, decision = core.operate(record.plan, record.state, core.Action.APPROVE, ctx.now, "", KeyId(key))
-    actor = journal.Actor(key, ctx.signers.get(key))
-    payload = {"rollout_id": record.rollout_id, "ring": ring.name,
-               "plan_sha256": hashlib.sha256(record.plan_text.encode()).hexdigest(),
-               "evidence_sha256": _digest(record.last_verdict)}
-    signature = actor.signer.sign(canonical(payload)).signature
-    new = journal.commit(ctx, record, record.with_state(state), actor, core.Action.APPROVE.value,
-                         {**payload, "signature": signature})
-    return _result(new, decision)
+    ring = record.plan.rings[record.state.ring_index].name
+    intake = approvals.take_in(ctx, record, actor)
+    if not intake.taken:
+        if intake.refused:
+            more = f" (and {len(intake.refused) - 1} more refused)" if len(intake.refused) > 1 else ""
+            raise VerificationError(intake.refused[0] + more,
+                                    hint="the release manager approves again (`otactl rollout approve`)")
+        raise UsageError(f"rollout {record.rollout_id}: no release manager's approval of ring {ring!r} is waiting "
+                         f"in the store; a release manager runs `otactl rollout approve {model}` in their signer "
+                         "workspace", hint="or, with the key here, `otactl rollout approve MODEL --key NAME`")
+    reasons = [f"ring {ring!r} approved by {name} (signed on their machine)" for name in intake.taken]
+    return _result(intake.record, core.Decision(core.Action.APPROVE, record.state.ring_index,
+                                                (*reasons, *intake.refused)))
 
 
 @dataclass(frozen=True)

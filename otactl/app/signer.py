@@ -48,7 +48,8 @@ from otactl.workspace import (
     is_signer_workspace,
 )
 
-_PROBES = {"releases": "releases/-/-.json", "withdrawals": "withdrawals/-/-.json"}  # make ngclient load them
+# make ngclient load them (rollouts: what `release reinstate` reads, the policies' bad marks)
+_PROBES = {"releases": "releases/-/-.json", "withdrawals": "withdrawals/-/-.json", "rollouts": "rollouts/-.json"}
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,8 @@ def open_signer(path: Path | str, now: datetime | None = None) -> SignerContext:
 
 
 def open_context(path: Path | str, now: datetime | None = None) -> Context:
-    """The context for review, approve, withdraw and list: a signer workspace's, or CI's."""
+    """The context for the commands a signer workspace runs (release review, approve, withdraw, reinstate,
+    list; rollout approve): a signer workspace's, or CI's."""
     return open_signer(path, now) if is_signer_workspace(path) else Context.open(path, now)
 
 

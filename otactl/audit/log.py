@@ -10,6 +10,12 @@ A *transition* entry records one revision of a rollout's state: its details carr
 the rollouts' commit point: ``append`` with ``base`` writes the entry only if the newest transition
 in the log is ``base`` (the revision the writer read), so of two writers that read the same
 revision exactly one gets its entry in, and the state is rolled forward from the log.
+
+A *release manager's statement* (decision 1105): an ``approve`` or ``reinstate`` entry carries the
+release manager's own ed25519 signature over the statement's fields (``STATEMENT_FIELDS``, read from
+the entry's details), by the key ``signer_keyid`` (default: the entry's own key). The entry itself
+may be signed by whoever took the statement in (CI's online key): ``verify`` checks both, so a key
+that writes the log cannot forge a release manager's approval.
 """
 
 from __future__ import annotations
@@ -29,6 +35,16 @@ from otactl.store.base import BlobStore
 
 SCHEMA = "otactl/audit-entry/1"
 GENESIS = "0" * 64
+# action -> the details a release manager signs (canonical JSON of exactly these keys)
+STATEMENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "approve": ("rollout_id", "ring", "plan_sha256", "evidence_sha256"),
+    "reinstate": ("model", "version", "reason", "clears_policy_version"),
+}
+
+
+def statement_payload(action: str, details: dict[str, Any]) -> dict[str, Any]:
+    """What a release manager signed for an ``action`` entry (KeyError: an action with no statement)."""
+    return {f: details.get(f) for f in STATEMENT_FIELDS[action]}
 
 
 def _key(stream: str, seq: int) -> str:
@@ -149,8 +165,33 @@ class VerifyReport:
     head: str
 
 
-def verify(store: BlobStore, stream: str, key_for: Callable[[str], Key | None]) -> VerifyReport:
-    """Check sequence, hash chain and every signature; raise VerificationError at the first break."""
+def _check_statement(entry: AuditEntry, where: str, key_for: Callable[[str], Key | None],
+                     is_release_manager: Callable[[str], bool]) -> None:
+    """An approval or reinstatement must carry a release manager's signature over its statement."""
+    if entry.action not in STATEMENT_FIELDS:
+        return
+    d = entry.details
+    if "signature" not in d:
+        if entry.action == "reinstate" and is_release_manager(entry.keyid):
+            return  # before decision 1105 the entry's own signature was the release manager's
+        raise VerificationError(f"{where}: the {entry.action} carries no release manager's signature")
+    keyid = str(d.get("signer_keyid", entry.keyid))
+    who = str(d.get("release_manager", entry.actor))
+    key = key_for(keyid)
+    if key is None or not is_release_manager(keyid):
+        raise VerificationError(f"{where}: the {entry.action} is signed by key {keyid[:16]} ({who!r}), which is "
+                                "not a release manager's key")
+    try:
+        key.verify_signature(Signature(keyid, str(d["signature"])), canonical(statement_payload(entry.action, d)))
+    except Exception:  # noqa: BLE001 - securesystemslib raises several error types
+        raise VerificationError(f"{where}: the release manager's signature over the {entry.action} ({who!r}) "
+                                "does not verify (entry altered or forged)") from None
+
+
+def verify(store: BlobStore, stream: str, key_for: Callable[[str], Key | None],
+           is_release_manager: Callable[[str], bool] = lambda keyid: True) -> VerifyReport:
+    """Check sequence, hash chain, every signature and every release manager's statement (by a key
+    ``is_release_manager`` accepts); raise VerificationError at the first break."""
     prev = GENESIS
     actors: set[str] = set()
     revisions: dict[str, int] = {}
@@ -168,6 +209,7 @@ def verify(store: BlobStore, stream: str, key_for: Callable[[str], Key | None]) 
             key.verify_signature(Signature(entry.keyid, entry.signature), canonical(entry.body()))
         except Exception:  # noqa: BLE001 - securesystemslib raises several error types
             raise VerificationError(f"{where}: bad signature by {entry.actor!r} (entry altered)") from None
+        _check_statement(entry, where, key_for, is_release_manager)
         actors.add(entry.actor)
         prev = entry.digest()
         t = transition_of(entry)

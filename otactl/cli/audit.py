@@ -18,8 +18,9 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("verify")
 def verify(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Check the audit log's sequence, hash chain and every actor's signature, and that the rollout
-    state and the published policy are the ones the log's last transition records.
+    """Check the audit log's sequence, hash chain and every actor's signature, every ring approval's and
+    reinstatement's release-manager signature, and that the rollout state and the published policy are
+    the ones the log's last transition records.
 
     \b
     Example:
@@ -36,7 +37,11 @@ def verify(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Output
         entry = ctx.trust.key_by_id(keyid)
         return None if entry is None else public_key(entry.public)
 
-    report = log.verify(ctx.store, model, key_for)
+    def is_release_manager(keyid: str) -> bool:
+        entry = ctx.trust.key_by_id(keyid)
+        return entry is not None and entry.name in ctx.trust.release_managers
+
+    report = log.verify(ctx.store, model, key_for, is_release_manager)
     agreed = journal.check(ctx, model)
     if output is Output.json:
         emit_json("audit-verify", {**report.__dict__, "state": agreed.__dict__})

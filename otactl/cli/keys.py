@@ -106,23 +106,29 @@ def list_keys(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> Non
 
 @app.command("rotate")
 def rotate(
-    role: str = typer.Argument(..., help="Role whose key to replace (root, targets, snapshot, timestamp, "
-                                         "releases, rollouts, devices)."),
+    role: str = typer.Argument(..., metavar="ROLE|NAME", help="Role whose key to replace (root, targets, snapshot, "
+                               "timestamp, releases, rollouts, devices, withdrawals), or a release manager's key "
+                               "name (replaced in releases and withdrawals)."),
     key: str = typer.Option(None, "--key", help="The key to replace (default: the role's only key)."),
+    public: Path = typer.Option(None, "--public", dir_okay=False,
+                                help="A release manager's new key by its public half (NAME.pub from `otactl keys "
+                                     "generate NAME --out DIR` on their machine); required when their key is not "
+                                     "here."),
     workspace: Path = WorkspaceOpt,
     output: Output = OutputOpt,
 ) -> None:
-    """Replace a role's key and publish, so devices holding the old root still update.
+    """Replace a role's key and publish, so devices holding the old root still update. A release manager's
+    key is replaced by the public half of a key made on their own machine; its name stays.
 
     \b
     Example:
       otactl keys rotate timestamp
-      otactl keys rotate releases --key alice
+      otactl keys rotate carol --public carol.pub
     """
     from otactl.app.context import Context
     from otactl.app.keys import rotate_key
 
-    result = rotate_key(Context.open(workspace), role, key)
+    result = rotate_key(Context.open(workspace), role, key, public)
     if output is Output.json:
         emit_json("key-rotation", {"role": role, "old": result.old, "new": result.new,
                                    "new_keyid": result.new_keyid, "root_version": result.root_version})

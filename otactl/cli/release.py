@@ -180,19 +180,36 @@ def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None
 @app.command("reinstate")
 def reinstate(model: str = typer.Argument(..., metavar="MODEL", help="Product model."),
               version: str = typer.Argument(..., metavar="VERSION", help="The release marked bad."),
-              reason: str = typer.Option(..., "--reason", help="Why (recorded in the audit log)."),
-              key: str = typer.Option(..., "--key", help="Release-manager key that signs the audit entry."),
+              reason: str = typer.Option(None, "--reason", help="Why (recorded in the audit log; required to "
+                                         "sign, left out when CI takes a signed reinstatement in)."),
+              key: str = typer.Option(None, "--key", help="Release-manager key that signs (in a signer workspace: "
+                                      "your own, the default). Left out in CI: take in the reinstatement a "
+                                      "release manager signed on their machine."),
               workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
     """Clear a release's bad mark so a new rollout may target it (a release manager's signed, audited action).
 
+    In a release manager's signer workspace (`otactl join`) the signed reinstatement goes to the store;
+    CI then runs `release reinstate MODEL VERSION` without --key, which verifies and records it.
+
     \b
     Example:
+      otactl release reinstate t9-engine 2.2.0 --reason "crash was a lab power cut" -w ~/otactl-alice
+      otactl release reinstate t9-engine 2.2.0
       otactl release reinstate t9-engine 2.2.0 --reason "crash was a lab power cut" --key alice
     """
     from otactl.app import reinstate as service
-    from otactl.app.context import Context
+    from otactl.app.signer import open_context
 
-    result = service.reinstate(Context.open(workspace), model, version, reason, key)
+    result = service.reinstate(open_context(workspace), model, version, reason, key)
+    if isinstance(result, service.ReinstateRequest):
+        if output is Output.json:
+            emit_json("release-reinstate-request", result.to_json())
+            return
+        print(f"{result.model}/{result.version}: reinstatement signed by {result.release_manager} ({result.reason}; "
+              f"clears the mark of rollout policy v{result.clears_policy_version})")
+        info(f"stored ({result.stored}); CI records it with `otactl release reinstate {result.model} "
+             f"{result.version}`")
+        return
     if output is Output.json:
         emit_json("release-reinstate", result.to_json())
         return

@@ -245,18 +245,40 @@ def recover(model: str = ModelArg, workspace: Path = WorkspaceOpt, output: Outpu
 
 
 @app.command("approve")
-def approve(model: str = ModelArg, key: str = typer.Option(..., "--key", help="Release-manager key named by the plan."),
+def approve(model: str = ModelArg,
+            key: str = typer.Option(None, "--key", help="Release-manager key named by the plan (in a signer "
+                                    "workspace: your own, the default). Left out in CI: take in the approvals "
+                                    "release managers signed on their machines."),
             workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
-    """Sign the plan and the current ring's evidence (k-of-n, as the plan requires).
+    """Approve the current ring: sign the plan and the ring's evidence (k-of-n, as the plan requires).
+
+    In a release manager's signer workspace (`otactl join`) the signed approval goes to the store; CI
+    takes it in at its next `rollout step`, or at once with `rollout approve MODEL` (no --key).
 
     \b
     Example:
+      otactl rollout approve t9-engine --workspace ~/otactl-alice
+      otactl rollout approve t9-engine
       otactl rollout approve t9-engine --key alice
     """
     from otactl.app import rollout
-    from otactl.app.context import Context
+    from otactl.app.approvals import ApprovalRequest
+    from otactl.app.signer import open_context
 
-    _show(rollout.approve(Context.open(workspace), model, key), output)
+    result = rollout.approve(open_context(workspace), model, key)
+    if not isinstance(result, ApprovalRequest):
+        _show(result, output)
+        return
+    if output is Output.json:
+        emit_json("ring-approval-request", result.to_json())
+        return
+    print(f"{result.rollout_id}: {result.release_manager} approves ring {result.ring!r} of {result.model} "
+          f"{result.release} (plan {result.plan}, sha256 {result.plan_sha256[:16]})")
+    print(f"  evidence: {result.evidence} (sha256 {result.evidence_sha256[:16]})")
+    for reason in result.reasons:
+        print(f"  - {reason}")
+    info(f"signed and stored ({result.stored}); CI takes it in at its next `otactl rollout step {result.model}` "
+         f"or `otactl rollout approve {result.model}`")
 
 
 @app.command("report")

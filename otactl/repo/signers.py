@@ -24,6 +24,10 @@ class SignerPool:
     def add(self, name: str, signer: Signer) -> None:
         self._cache[name] = signer
 
+    def forget(self, name: str) -> None:
+        """Drop ``name``'s loaded signer (its key was replaced)."""
+        self._cache.pop(name, None)
+
     def has_private(self, name: str) -> bool:
         if name in self._cache:
             return True

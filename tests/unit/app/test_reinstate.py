@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 from app_parts import MODEL, OPERATOR, build_template, ctx_at, plan_file, policy, snapshot, verify_audit
+from securesystemslib.signer import Signature
 
 from otactl.app import reinstate as service
 from otactl.app import rollout
 from otactl.app import rollout_state as rs
 from otactl.audit import log as audit
 from otactl.errors import ExitCode, UsageError, VerificationError
+from otactl.keys.keyfile import public_key
+from otactl.release.bundle import canonical
 from otactl.rollout import decide as core
 from otactl.rollout.decide import PolicyError
 
@@ -55,9 +58,13 @@ def test_reinstate_clears_the_mark_and_a_new_rollout_starts(ws: Path) -> None:
     entry = next(e for e in audit.entries(ctx_at(ws).store, MODEL) if e.action == "reinstate")
     assert entry.actor == "release-manager"
     assert entry.keyid == ctx_at(ws).trust.keys["release-manager"].keyid
-    details = {k: v for k, v in entry.details.items() if k != "state_sha256"}
-    assert details == {"version": "2.1.0", "reason": REASON, "marked_by": first, "policy_version": 3,
-                       "rollout_id": first, "revision": 3}  # a transition of the ended rollout's record
+    details = {k: v for k, v in entry.details.items() if k not in ("state_sha256", "signature")}
+    assert details == {"model": MODEL, "version": "2.1.0", "reason": REASON, "marked_by": first, "policy_version": 3,
+                       "clears_policy_version": 2, "release_manager": "release-manager",
+                       "signer_keyid": entry.keyid, "rollout_id": first, "revision": 3}  # the ended rollout's record
+    signed = audit.statement_payload("reinstate", entry.details)  # the release manager's own signature over it
+    public_key(ctx_at(ws).trust.keys["release-manager"].public).verify_signature(
+        Signature(entry.keyid, entry.details["signature"]), canonical(signed))
 
 
 def test_the_old_rolled_back_rollout_does_not_bring_the_mark_back(ws: Path) -> None:
