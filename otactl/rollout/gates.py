@@ -17,9 +17,10 @@ metric counts in :mod:`otactl.rollout.metrics`.
   it still needs. A scope whose FAIL e-value has reached that same level leans towards a
   regression: the gate holds until it fails or falls back (docs/decisions/0109).
 - **Overdispersion**: events are divided by a dispersion factor ``1 + v m h`` (quasi-likelihood):
-  the fleet's relative frailty variance ``v`` from the closed 24-hour periods of the baseline's
-  lookback and of the ring itself, the stratum's crashes per hour ``m``, the hours ``h`` each
-  device contributes in the window (docs/decisions/0109).
+  the fleet's relative frailty variance ``v`` from the baseline's closed 24-hour periods since
+  the lookback before the rollout began (raised, never lowered, by the ring's own), the stratum's
+  crashes per hour ``m``, the hours ``h`` each device contributes in the window
+  (docs/decisions/0109, 0110).
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class Observation:
     # The baseline release's own install record (devices on the old release are not installing
     # now, so install failures compare against how the baseline fared when it shipped).
     install_control: Mapping[StratumKey, CohortCounts] | None = None
-    # The baseline's counts over the last counters.DISPERSION_LOOKBACK_H hours (all rings): its
-    # closed 24-hour periods give each stratum's overdispersion.
+    # The baseline's counts (all rings) from counters.DISPERSION_LOOKBACK_H hours before the
+    # rollout began until now: its closed 24-hour periods give the fleet's frailty (0110).
     dispersion: Mapping[StratumKey, CohortCounts] | None = None
 
 
