@@ -138,7 +138,8 @@ def run_otactl(fleet: Fleet, sc: Scenario, seed: int, plan: Plan) -> dict:
         now = run.now()
         try:
             obs = observe(source, plan, state.ring_index, model=fleet.spec.model, release="new",
-                          baseline="old", since=state.ring_started[state.ring_index], now=now)
+                          baseline="old", since=state.ring_started[state.ring_index], now=now,
+                          started=state.ring_started[0])
         except TelemetryUnavailable:
             unavailable += 1  # the controller errs and records nothing; the next step retries
             continue

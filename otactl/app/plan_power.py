@@ -11,11 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from otactl.app.context import Context
 from otactl.errors import TelemetrySourceError
-from otactl.rollout import power, stats
+from otactl.rollout import power
+from otactl.rollout.gates import HOURS, fleet_frailty
 from otactl.rollout.plan import load_plan
 from otactl.rollout.rings import PlanReport, project
 from otactl.telemetry.counters import DISPERSION_LOOKBACK_H
@@ -65,13 +64,16 @@ def plan_power(ctx: Context, model: str, version: str, plan_file: Path, report: 
     for key, c in record.items():
         name = str(project(key, plan.strata))
         installs[name] = installs.get(name, CohortCounts()) + c
+    # one fleet-wide frailty variance v over the lookback's strata, as the gates estimate it
+    # (gates.fleet_frailty, docs/decisions/0109 and 0110), not a variance-to-mean per stratum:
+    # each stratum's phi is 1 + v m (m its crashes per closed 24-hour period), which
+    # power.frailty turns back into v exactly
+    v = fleet_frailty(recent.values())
     base: dict[str, power.Baseline] = {}
     for name, c in by.items():
         if c.device_hours <= 0:
             continue
-        phi = float(stats.period_dispersion(np.array([float(c.periods)]),
-                                            np.array([float(c.period_crashes)]),
-                                            np.array([float(c.period_crash_sq)]))[0])
+        phi = 1.0 + v * HOURS * c.crashes / c.device_hours
         inst = installs.get(name, CohortCounts())
         rates = {"crash_rate": c.crashes / c.device_hours,
                  "crash_hour_rate": c.crash_hours / c.device_hours,

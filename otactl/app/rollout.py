@@ -219,7 +219,8 @@ def observe(record: rs.RolloutRecord, source: TelemetrySource, now: datetime) ->
     ``TelemetryUnavailable``, never an empty observation: that would be a verdict by accident."""
     i = record.state.ring_index
     return observe_ring(source, record.plan, i, model=record.model, release=record.release.version,
-                        baseline=record.baseline.version, since=record.state.ring_started[i], now=now)
+                        baseline=record.baseline.version, since=record.state.ring_started[i], now=now,
+                        started=record.state.ring_started[0])
 
 
 def _read_telemetry(record: rs.RolloutRecord, source: TelemetrySource, now: datetime) -> Observation:

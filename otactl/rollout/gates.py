@@ -17,9 +17,10 @@ metric counts in :mod:`otactl.rollout.metrics`.
   it still needs. A scope whose FAIL e-value has reached that same level leans towards a
   regression: the gate holds until it fails or falls back (docs/decisions/0109).
 - **Overdispersion**: events are divided by a dispersion factor ``1 + v m h`` (quasi-likelihood):
-  the fleet's relative frailty variance ``v`` from the closed 24-hour periods of the baseline's
-  lookback and of the ring itself, the stratum's crashes per hour ``m``, the hours ``h`` each
-  device contributes in the window (docs/decisions/0109).
+  the fleet's relative frailty variance ``v`` from the baseline's closed 24-hour periods since
+  the lookback before the rollout began (raised, never lowered, by the ring's own), the stratum's
+  crashes per hour ``m``, the hours ``h`` each device contributes in the window
+  (docs/decisions/0109, 0110).
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class Observation:
     # The baseline release's own install record (devices on the old release are not installing
     # now, so install failures compare against how the baseline fared when it shipped).
     install_control: Mapping[StratumKey, CohortCounts] | None = None
-    # The baseline's counts over the last counters.DISPERSION_LOOKBACK_H hours (all rings): its
-    # closed 24-hour periods give each stratum's overdispersion.
+    # The baseline's counts (all rings) from counters.DISPERSION_LOOKBACK_H hours before the
+    # rollout began until now: its closed 24-hour periods give the fleet's frailty (0110).
     dispersion: Mapping[StratumKey, CohortCounts] | None = None
 
 
@@ -166,6 +167,16 @@ def _member(scopes: list[_Scope], n: int) -> np.ndarray:
     return m
 
 
+def fleet_frailty(groups: Iterable[CohortCounts]) -> float:
+    """The relative frailty variance ``v`` (``Var = m + v m^2`` per closed 24-hour period) pooled
+    over cohorts, each with its own mean (:func:`stats.common_overdispersion`)."""
+    gs = list(groups)
+    f = np.array
+    return stats.common_overdispersion(f([c.periods for c in gs], dtype=np.float64),
+                                       f([c.period_crashes for c in gs], dtype=np.float64),
+                                       f([c.period_crash_sq for c in gs], dtype=np.float64))
+
+
 PRIOR_HOURS = 30 * 24.0  # a stratum's rate for dispersion leans on the pooled rate this much
 
 
@@ -174,18 +185,18 @@ def _period_phi(keys: list[StratumKey], source: Mapping[StratumKey, CohortCounts
     """Per stratum: variance-to-mean of crashes per closed 24-hour period, ``1 + v m``.
 
     ``v``, the relative frailty variance, is one figure for the fleet (a device's frailty is not
-    a stratum's), pooled over every stratum of the baseline's lookback and the ring's own closed
-    periods: the devices whose frailty moves the ring's counts are in the estimate, even once
-    their baseline history has left the lookback. ``m``, the stratum's crashes per period, is
-    its baseline rate shrunk towards the pooled rate (``PRIOR_HOURS``), so a small stratum that
-    happened to have no crashes does not read as Poisson (docs/decisions/0109).
+    a stratum's): the larger of its estimate from the baseline's closed periods (``source``: the
+    observation's dispersion window, which holds the ring's devices' last periods before they
+    installed) and its estimate pooled with the ring's own closed periods (a ring's frail
+    devices show there too). The ring's periods alone never set it: a ring stratum of a few
+    devices absorbs a frail device into its own mean, which reads as little spread (decision
+    0110). ``m``, the stratum's crashes per period, is its baseline rate shrunk towards the
+    pooled rate (``PRIOR_HOURS``), so a small stratum that happened to have no crashes does not
+    read as Poisson (docs/decisions/0109).
     """
     src = source or {}
-    groups = [*src.values(), *(ring or {}).values()]
+    v = max(fleet_frailty(src.values()), fleet_frailty([*src.values(), *(ring or {}).values()]))
     f = np.array
-    v = stats.common_overdispersion(f([c.periods for c in groups], dtype=np.float64),
-                                    f([c.period_crashes for c in groups], dtype=np.float64),
-                                    f([c.period_crash_sq for c in groups], dtype=np.float64))
     pooled = sum(src.values(), CohortCounts())
     rate_pool = pooled.crashes / pooled.device_hours if pooled.device_hours > 0 else 0.0
     per = [src.get(k, CohortCounts()) for k in keys]

@@ -205,6 +205,7 @@ class FleetRun:
         self._add(self.cohort[shipped[reverted]], "event:reverted", np.ones(int(reverted.sum())),
                   shipped[reverted])
         self._snapshot()
+        self.mark()  # the history's start: the dispersion window opens here (app.observe)
         while self.t < 0:
             self.step()
 

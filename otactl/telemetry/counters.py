@@ -35,7 +35,7 @@ from typing import Any
 HOUR_S = 3600
 PERIOD_S = 24 * HOUR_S  # a closed period: 24 hours of uptime on the release (dispersion moments)
 LATE_AGES: tuple[int, ...] = (12, 24, 48, 72)  # hours on the image after which hours count as late
-DISPERSION_LOOKBACK_H = 72  # the baseline's closed periods read for the dispersion estimate
+DISPERSION_LOOKBACK_H = 72  # the dispersion estimate reads the baseline from this long before the rollout
 
 
 class Kind(StrEnum):

@@ -105,6 +105,10 @@ def test_a_paused_rollout_reads_no_telemetry(ws: Path) -> None:
 
 
 def test_observation_carries_the_baselines_dispersion_window(ws: Path) -> None:
+    """The baseline's dispersion window opens DISPERSION_LOOKBACK_H before the rollout started,
+    not before now: 100 h in, it still holds the ring's devices' last periods before they
+    installed (decision 0110)."""
+    started = ctx_at(ws).now
     rollout.start(ctx_at(ws), MODEL, "2.1.0", plan_file(ws))
     seen: list[CohortQuery] = []
 
@@ -116,7 +120,8 @@ def test_observation_carries_the_baselines_dispersion_window(ws: Path) -> None:
     ctx = ctx_at(ws, 100)
     record = rs.require(ctx.store, MODEL)
     obs = rollout.observe(record, Recording(), ctx.now)
-    lookback = [q for q in seen if q.since == ctx.now - timedelta(hours=DISPERSION_LOOKBACK_H)]
+    assert not [q for q in seen if q.since == ctx.now - timedelta(hours=DISPERSION_LOOKBACK_H)]
+    lookback = [q for q in seen if q.since == started - timedelta(hours=DISPERSION_LOOKBACK_H)]
     assert [(q.release, q.rings, q.until) for q in lookback] == [("2.0.0", None, ctx.now)]
     assert obs.dispersion is not None and sum(c.periods for c in obs.dispersion.values()) > 0
 

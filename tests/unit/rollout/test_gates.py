@@ -18,6 +18,7 @@ from otactl.rollout.gates import (
     Phase,
     evaluate_gate,
     evaluate_ring,
+    fleet_frailty,
     worst,
 )
 from otactl.rollout.metrics import METRICS, metric_def
@@ -167,6 +168,54 @@ def test_a_frail_device_in_a_small_ring_stratum_does_not_fail_a_good_release() -
     e = next(e for e in v.evidence if e.scope == str(STRATA[0]) and e.test == "control")
     assert e.ratio is not None and e.ratio > 2.5  # the frail device's doing, not the release's
     assert e.dispersion > 5
+
+
+def _clustered(devices: int, rate: float, v: float, periods_each: int = 3
+               ) -> dict[StratumKey, CohortCounts]:
+    """A baseline whose closed periods carry the moments of relative frailty variance ``v``
+    (E[c^2] = m + (1 + v) m^2 per period)."""
+    out = {}
+    for k in STRATA:
+        c = cohort(devices, 24 * periods_each, rate, periods=devices * periods_each)
+        m = 24 * rate
+        out[k] = CohortCounts(**{**c.__dict__,
+                                 "period_crash_sq": round(c.periods * (m + (1 + v) * m * m))})
+    return out
+
+
+def test_the_rings_own_periods_can_raise_the_fleets_frailty_but_never_lower_it() -> None:
+    """A ring stratum of 3 devices, one crashing 40x as often: its own mean absorbs the frail
+    device, so its periods read as little spread (v ~1.4 against the baseline's 6). Pooled with
+    the baseline they pulled v to ~3 and the stratum failed a good release (the 300-device
+    benchmark's false rollbacks, decision 0110); the baseline's own estimate is a floor."""
+    base = _clustered(50, 0.01, 6.0)
+    ring = {k: cohort(3, 400, 0.01, periods=3 * 16) for k in STRATA}
+    ring[STRATA[0]] = _frail_ring(3, 400, 0.01, 40)
+    alone = fleet_frailty(base.values())
+    assert alone == pytest.approx(6.0, rel=0.1)  # (counts rounded)
+    assert fleet_frailty([*base.values(), *ring.values()]) < alone / 1.5
+    control = {k: cohort(45, 400, 0.01) for k in STRATA}
+    v = evaluate_gate(CRASH, ring, control, alpha=0.002, dims=DIMS, dispersion=base,
+                      window_h=420)
+    assert v.phase is not Phase.FAIL, v.reason
+    e = next(e for e in v.evidence if e.scope == str(STRATA[0]) and e.test == "control")
+    assert e.ratio is not None and e.ratio > 10  # the frail device's doing
+    # ... with v from the baseline: 1 + 6 m h over the ~400 hours each device ran
+    assert e.dispersion == pytest.approx(1 + 6.0 * 0.01 * 400, rel=0.1)
+
+
+def test_a_frail_rings_own_periods_raise_the_fleets_frailty() -> None:
+    """Where the ring's frail devices show more spread than the baseline's, they set ``v``."""
+    base = fleet(300, 0.01)  # Poisson-like periods: v ~0
+    ring = {k: cohort(30, 200, 0.01, periods=240) for k in STRATA}
+    ring[STRATA[0]] = _frail_ring(30, 200, 0.01, 61)
+    quiet = evaluate_gate(CRASH, {k: cohort(30, 200, 0.01, periods=240) for k in STRATA}, base,
+                          alpha=0.002, dims=DIMS, dispersion=base, window_h=300)
+    frail = evaluate_gate(CRASH, ring, base, alpha=0.002, dims=DIMS, dispersion=base,
+                          window_h=300)
+    phi = {g: max(e.dispersion for e in v.evidence if e.test == "control")
+           for g, v in (("quiet", quiet), ("frail", frail))}
+    assert phi["quiet"] < 1.5 < 5 < phi["frail"]
 
 
 def test_a_stratum_without_baseline_crashes_still_gets_the_fleets_dispersion() -> None:
