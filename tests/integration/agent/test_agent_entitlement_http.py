@@ -74,7 +74,8 @@ def test_a_record_re_signed_with_hp_500_keeps_the_device_on_hp_300(served: Serve
     """Attack 1 (and 5): the online-key holder re-signs an hp-300 device's record saying hp-500, with
     the entitlement left as it was but its variant edited, or without any entitlement."""
     ctx = served.ws._fresh()
-    assert online_keys(ctx) == {"online"}  # snapshot, timestamp, rollouts and devices: all in hand
+    # snapshot, timestamp, rollouts, devices and the release index (CI's key): all in hand
+    assert online_keys(ctx) == {"online", "ci"}
     path = make_device(served, tmp_path, "t9-3000", "revA", "hp-300")
     served.all_on("2.0.0")
     agent = Agent(path, served.url, None)
