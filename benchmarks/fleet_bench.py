@@ -73,9 +73,9 @@ from otactl.app import fleet as fleet_app
 from otactl.app.context import Context
 from otactl.app.policy import publish_policy
 from otactl.fleet.records import recommended_bin_bits
-from otactl.repo import layout
+from otactl.repo import director, layout
 from otactl.repo.canonical import CANONICAL
-from otactl.repo.client import HttpxFetcher, make_updater
+from otactl.repo.client import HttpxFetcher, make_updater, record_updater
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "manifests" / "t9-engine-2.0.0.yaml"
@@ -194,12 +194,14 @@ class Device:
         try:
             updater = make_updater(self.root, self.url, self.cache, fetcher)
             updater.refresh()
-            for path in (layout.device_path(self.device_id), layout.rollout_path(MODEL)):
-                info = updater.get_targetinfo(path)
+            # the agent's own lookup: its director chain once the repository lists one, else the bins
+            chain = record_updater(updater, self.url, self.device_id, self.cache, fetcher)
+            for source, path in ((chain, layout.device_path(self.device_id)), (updater, layout.rollout_path(MODEL))):
+                info = source.get_targetinfo(path)
                 assert info is not None, f"{path}: not found by the client"
                 dest = str(self.cache / "targets" / path.replace("/", "_"))
-                if updater.find_cached_target(info, dest) is None:
-                    updater.download_target(info, dest)
+                if source.find_cached_target(info, dest) is None:
+                    source.download_target(info, dest)
         finally:
             fetcher.close()
         elapsed = time.perf_counter() - start
@@ -280,15 +282,16 @@ def otactl_target(ctx: Context, path: str) -> TargetFile:
 
 
 # ----------------------------------------------------------------------------------- one fleet size
-def bench(n: int, work: Path, set_reps: int, compare: bool, import_only: bool = False) -> dict[str, Any]:
+def bench(n: int, work: Path, set_reps: int, compare: bool, import_only: bool = False,
+          device_layout: str = "bins") -> dict[str, Any]:
     bits = recommended_bin_bits(n)
-    out: dict[str, Any] = {"devices": n, "bin_bits": bits, "bins": 2**bits}
-    base = work / f"fleet-{n}"
+    out: dict[str, Any] = {"devices": n, "bin_bits": bits, "bins": 2**bits, "layout": device_layout}
+    base = work / f"fleet-{n}-{device_layout}"
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     ws = base / "ws"
-    log(f"{n} devices: init with {2**bits} bins, release 2.0.0, rollout policy")
-    otactl(base, "init", str(ws), "--bin-bits", str(bits), "--shared-passphrase")
+    log(f"{n} devices ({device_layout}): init, release 2.0.0, rollout policy")
+    otactl(base, "init", str(ws), "--bin-bits", str(bits), "--shared-passphrase", "--device-layout", device_layout)
     otactl(ws, "release", "build", str(MANIFEST))
     otactl(ws, "release", "approve", "2.0.0", "--key", "release-manager")
     otactl(ws, "release", "publish", "2.0.0")
@@ -311,7 +314,7 @@ def bench(n: int, work: Path, set_reps: int, compare: bool, import_only: bool = 
     me = ids[len(ids) // 2]
     others = [ids[(i * 7919) % n] for i in range(1, set_reps + 1)]
     ctx = Context.open(ws)
-    bin_name = ctx.repository().bin_for(layout.device_path(me))
+    bin_name = ctx.repository().bin_for(layout.device_path(me)) if device_layout == "bins" else None
     polls: dict[str, Poll] = {}
     with serve(store_dir) as (url, reqs):
         dev = Device((store_dir / "metadata" / "1.root.json").read_bytes(), url, reqs, base / "device-otactl", me)
@@ -342,13 +345,20 @@ def bench(n: int, work: Path, set_reps: int, compare: bool, import_only: bool = 
     out["sizes"] = {
         "timestamp": (store_dir / "metadata" / "timestamp.json").stat().st_size,
         "snapshot": (store_dir / layout.metadata_key("snapshot", repo.snapshot.signed.version)).stat().st_size,
-        "bin": (store_dir / layout.metadata_key(bin_name, repo.role(bin_name).signed.version)).stat().st_size,
     }
+    if bin_name is not None:
+        out["sizes"]["bin"] = (store_dir / layout.metadata_key(bin_name, repo.role(bin_name).signed.version)).stat(
+            ).st_size
+    else:  # the device's own chain: its timestamp, snapshot and targets (one version for all three)
+        version = Metadata.from_bytes((store_dir / director.device_key(me, "timestamp", None)).read_bytes()
+                                      ).signed.version
+        out["sizes"]["chain"] = sum((store_dir / director.device_key(me, role, None if role == "timestamp" else version)
+                                     ).stat().st_size for role in ("timestamp", "snapshot", "targets"))
     out["otactl"] = {k: p.__dict__ for k, p in polls.items()}
     log(f"{n} devices: set median {out['set_cli_median_s']:.2f} s (CLI), {out['set_service_median_s']:.3f} s "
         f"(service); polls " + ", ".join(f"{k}={p.payload}" for k, p in polls.items()))
 
-    if compare:
+    if compare and device_layout == "bins":
         out["one_file"] = compare_one_file(ctx, base, ids, me, others[0], policy)
     return out
 
@@ -412,24 +422,30 @@ def poll_cell(poll: dict[str, Any]) -> str:
 
 
 def report(results: list[dict[str, Any]]) -> str:
-    cols = [f"{r['devices']:,}" for r in results]
+    cols = [f"{r['devices']:,} {r.get('layout', 'bins')}" for r in results]
     lines = ["| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
 
     def row(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
         lines.append(f"| {label} | " + " | ".join(fn(r) for r in results) + " |")
 
-    row("bins (`--bin-bits`)", lambda r: f"{r['bins']} ({r['bin_bits']})")
+    def bins(r: dict[str, Any]) -> bool:
+        return r.get("layout", "bins") == "bins"
+
+    row("bins (`--bin-bits`)", lambda r: f"{r['bins']} ({r['bin_bits']})" if bins(r) else "- (a chain per device)")
     row("`fleet import`, all records", lambda r: f"{r['import_s']:.1f} s, peak RSS {r['import_peak_rss_mib']:.0f} MiB")
     row("`fleet set`, one device (CLI, median)", lambda r: f"{r['set_cli_median_s']:.2f} s")
     row("`set_device` service call (median)", lambda r: f"{r['set_service_median_s'] * 1000:.0f} ms")
     row("one file: re-sign after one change", lambda r: f"{r['one_file']['set_s']:.2f} s" if "one_file" in r else "-")
     for key, label in (("cold", "cold start"), ("a", "(a) nothing new"), ("a2", "(a') another device changed"),
                        ("b", "(b) its own record changed"), ("c", "(c) new rollout policy")):
-        row(f"{label}: bins", lambda r, k=key: poll_cell(r["otactl"][k]))
-        row(f"{label}: one file", lambda r, k=key: poll_cell(r["one_file"]["polls"][k]) if "one_file" in r else "-")
-    row("sizes: timestamp / snapshot / bin", lambda r: " / ".join(human(r["sizes"][k])
-                                                                 for k in ("timestamp", "snapshot", "bin")))
-    row("one file: the devices role", lambda r: human(r["one_file"]["devices_role_bytes"]) if "one_file" in r else "-")
+        row(f"{label}", lambda r, k=key: poll_cell(r["otactl"][k]))
+        if any("one_file" in r for r in results):
+            row(f"{label}: one file", lambda r, k=key: poll_cell(r["one_file"]["polls"][k]) if "one_file" in r else "-")
+    row("sizes: timestamp / snapshot / its bin or its chain", lambda r: " / ".join(
+        human(r["sizes"][k]) for k in ("timestamp", "snapshot", "bin" if bins(r) else "chain")))
+    if any("one_file" in r for r in results):
+        row("one file: the devices role", lambda r: human(r["one_file"]["devices_role_bytes"]) if "one_file" in r
+            else "-")
     return "\n".join(lines)
 
 
@@ -439,6 +455,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temp dir)")
     ap.add_argument("--set-reps", type=int, default=5, help="`fleet set` runs per size (median reported)")
     ap.add_argument("--no-compare", action="store_true", help="skip the one-file comparison repository")
+    ap.add_argument("--layouts", nargs="+", default=["bins", "director"], choices=["bins", "director"],
+                    help="device layouts to measure side by side (decisions 0401 and 0407)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     ap.add_argument("--import-only", action="store_true",
                     help="time `fleet import` only (init, release, import; no polls, sets or comparison)")
@@ -447,17 +465,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="otactl-fleet-bench-", dir=args.work) as tmp:
         results = []
         for n in args.devices:
-            start = time.perf_counter()
-            results.append(bench(n, Path(tmp) / str(n), args.set_reps, not args.no_compare, args.import_only))
-            results[-1]["bench_s"] = time.perf_counter() - start
-            shutil.rmtree(Path(tmp) / str(n), ignore_errors=True)  # millions of small files: not timed
+            for device_layout in args.layouts:
+                start = time.perf_counter()
+                results.append(bench(n, Path(tmp) / str(n), args.set_reps, not args.no_compare, args.import_only,
+                                     device_layout))
+                results[-1]["bench_s"] = time.perf_counter() - start
+                shutil.rmtree(Path(tmp) / str(n), ignore_errors=True)  # millions of small files: not timed
     doc = {"started": started.isoformat(), "seconds": sum(r["bench_s"] for r in results),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                        "load_average_at_end": os.getloadavg()},
            "results": results}
     if args.import_only:
         for r in results:
-            print(f"{r['devices']} devices, {r['bins']} bins: fleet import {r['import_s']:.1f} s, "
+            print(f"{r['devices']} devices, {r['layout']}: fleet import {r['import_s']:.1f} s, "
                   f"peak RSS {r['import_peak_rss_mib']:.0f} MiB")
     else:
         print(report(results))

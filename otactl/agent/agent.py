@@ -40,7 +40,7 @@ from otactl.errors import OtactlError, VerificationError
 from otactl.fleet.entitlements import SIGNERS_PATH, Signers
 from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
-from otactl.repo.client import HttpxFetcher, make_updater
+from otactl.repo.client import HttpxFetcher, make_updater, read_small, record_updater
 from otactl.rollout.windows import InstallRules
 from otactl.telemetry.devices import EnrolledDevice
 from otactl.telemetry.report import Event, Transfer, Waiting, format_time
@@ -239,7 +239,8 @@ class Agent:
         verified entitlement, or, when the record's entitlement fails, the ones it accepted before
         (the failure is logged and counted as an error in the next health report)."""
         path = layout.device_path(self.identity.device_id)
-        data = self._fetch_small(updater, path)
+        data = read_small(record_updater(updater, self.repo_url, self.identity.device_id, self.device.tuf_dir,
+                                         self._fetcher), path)
         if data is None:
             raise VerificationError(f"{path}: this device is not in the fleet (no signed record)")
         record = DeviceRecord.from_bytes(data, path)
@@ -260,12 +261,7 @@ class Agent:
 
     def _fetch_small(self, updater: Updater, path: str) -> bytes | None:
         """A small verified target (record, policy, descriptor), from ngclient's cache when current."""
-        info = updater.get_targetinfo(path)
-        if info is None:
-            return None
-        cached = updater.find_cached_target(info)
-        filename = cached or updater.download_target(info)
-        return Path(filename).read_bytes()
+        return read_small(updater, path)
 
     def _withdrawn(self, updater: Updater, version: str) -> str | None:
         """The reason in the release's signed withdrawal, or None. Metadata the TUF client refuses

@@ -9,7 +9,6 @@ Entitlements (decision 0406) are signed in batches inside that write, never one 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +33,7 @@ class FleetChange:
     unchanged: int = 0
     entitlements_signed: int = 0  # new statements (decision 0406)
     entitlement_batches: int = 0  # signed batches they went into
+    layout: str = "bins"  # or "director": then each written device got a new signed chain (decision 0407)
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,57 @@ class _Plan:
     ready: list[DeviceRecord] = field(default_factory=list)
     to_sign: list[tuple[DeviceRecord, int]] = field(default_factory=list)
     unchanged: int = 0
-    bins: dict[str, str] = field(default_factory=dict)  # device id -> its hash bin, looked up once
+    old: dict[str, TargetFile | None] = field(default_factory=dict)  # device id -> its published entry
+
+
+class _Records:
+    """Where the layout keeps records: hash bins in the repository, or the director (decision 0407)."""
+
+    def __init__(self, ctx: Context, repo: Repository) -> None:
+        from otactl.app import director
+
+        self.repo = repo
+        self.index = director.Index(ctx) if director.enabled(repo) else None
+        self._bins: dict[str, str] = {}
+        self.layout = "bins" if self.index is None else "director"
+
+    def entry(self, device_id: str) -> TargetFile | None:
+        """The device's published record entry (bin entry, or the index row's)."""
+        if self.index is not None:
+            from otactl.app.director import entry_of
+
+            row = self.index.get(device_id)
+            return None if row is None else entry_of(row)
+        path = layout.device_path(device_id)
+        if device_id not in self._bins:
+            self._bins[device_id] = self.repo.bin_for(path)
+        return self.repo.role(self._bins[device_id]).signed.targets.get(path)
+
+    def indexed_as(self, record: DeviceRecord) -> bool:
+        """Whether the fleet index row says what ``record`` says (always, with bins: no index). A row
+        that differs (an index left behind, or edited) makes the device's chain and row written again."""
+        if self.index is None:
+            return True
+        row = self.index.get(record.device_id)
+        return row is not None and (row.model, row.variant, row.region, row.tags, row.pin) == \
+            (record.model, record.variant, record.region, tuple(sorted(record.tags)), record.pin)
+
+    def stage(self, changed: list[tuple[DeviceRecord, TargetFile]]) -> None:
+        if self.index is not None:
+            return
+        for record, tf in changed:
+            bin_name = self._bins.get(record.device_id) or self.repo.bin_for(tf.path)
+            self.repo.edit(bin_name).targets[tf.path] = tf
+
+    def publish(self, ctx: Context, changed: list[tuple[DeviceRecord, TargetFile]]) -> int:
+        """Publish the changed records; the number of metadata files written."""
+        if not changed:
+            return 0
+        if self.index is None:
+            return len(self.repo.publish())
+        from otactl.app import director
+
+        return director.publish(ctx, self.index, [(director.row_of(r, tf), tf) for r, tf in changed])
 
 
 def _published_record(ctx: Context, tf: TargetFile) -> DeviceRecord | None:
@@ -115,7 +165,7 @@ def _published_record(ctx: Context, tf: TargetFile) -> DeviceRecord | None:
         return None
 
 
-def _plan(ctx: Context, repo: Repository, records: list[DeviceRecord], signers: Signers | None,
+def _plan(ctx: Context, where: _Records, records: list[DeviceRecord], signers: Signers | None,
           *, reread: bool = False, known: Mapping[str, DeviceRecord] | None = None) -> _Plan:
     """Per record: unchanged (its bin entry carries the same inventory digest), an entitlement to
     reuse (same grant, and the published one verifies), or a new statement with the next version.
@@ -128,13 +178,11 @@ def _plan(ctx: Context, repo: Repository, records: list[DeviceRecord], signers: 
                                  f"yet ({SIGNERS_PATH})", hint="run `otactl fleet entitle`")
             plan.ready.append(r.entitled(None))
             continue
-        path = layout.device_path(r.device_id)
-        bin_name = plan.bins[r.device_id] = repo.bin_for(path)
-        old_tf = repo.role(bin_name).signed.targets.get(path)
+        old_tf = plan.old[r.device_id] = where.entry(r.device_id)
         if old_tf is None:
             plan.to_sign.append((r, 1))
             continue
-        if not reread and layout.get_custom(old_tf).get("row") == r.inventory_digest():
+        if not reread and layout.get_custom(old_tf).get("row") == r.inventory_digest() and where.indexed_as(r):
             plan.unchanged += 1
             continue
         old = (known or {}).get(r.device_id) or _published_record(ctx, old_tf)
@@ -150,12 +198,12 @@ def _plan(ctx: Context, repo: Repository, records: list[DeviceRecord], signers: 
     return plan
 
 
-def _write(ctx: Context, repo: Repository, plan: _Plan, keys: EntitlementSigners | None,
-           batch_size: int) -> tuple[dict[str, list[TargetFile]], int, int]:
-    """Write the record files (one bulk write) and stage their bin entries; (changed bins, records
+def _write(ctx: Context, where: _Records, plan: _Plan, keys: EntitlementSigners | None,
+           batch_size: int) -> tuple[list[tuple[DeviceRecord, TargetFile]], int, int]:
+    """Write the record files (one bulk write) and stage their entries; (changed records, records
     whose bytes were already published, batches signed)."""
     signer_list = keys.load() if plan.to_sign and keys is not None else []
-    changed: dict[str, list[TargetFile]] = defaultdict(list)
+    changed: list[tuple[DeviceRecord, TargetFile]] = []
     unchanged = 0
     batches = -(-len(plan.to_sign) // batch_size)
 
@@ -171,22 +219,18 @@ def _write(ctx: Context, repo: Repository, plan: _Plan, keys: EntitlementSigners
         for r in entitled():
             written.advance()
             path, data, tf = _entry(r)
-            bin_name = plan.bins.get(r.device_id) or repo.bin_for(path)
-            old = repo.role(bin_name).signed.targets.get(path)
+            old = plan.old[r.device_id] if r.device_id in plan.old else where.entry(r.device_id)
             if old is not None and old.length == tf.length and old.hashes == tf.hashes and \
-                    layout.get_custom(old) == layout.get_custom(tf):
+                    layout.get_custom(old) == layout.get_custom(tf) and where.indexed_as(r):
                 unchanged += 1
                 continue
-            changed[bin_name].append(tf)
+            changed.append((r, tf))
             yield layout.target_key(path, tf.hashes["sha256"]), data
 
     # record files are content-addressed: invisible to devices until a bin names them
     with progress.task("writing device records", len(plan.ready) + len(plan.to_sign)) as writing:
         ctx.store.put_many(files(writing))
-    for bin_name, entries in changed.items():
-        targets = repo.edit(bin_name).targets
-        for tf in entries:
-            targets[tf.path] = tf
+    where.stage(changed)
     return changed, unchanged, batches
 
 
@@ -209,16 +253,28 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
             raise InputFileError(source, f"device {r.device_id}: {problem[1]}",
                                  line=(lines or {}).get(r.device_id), field=problem[0])
     signers = published_signers(ctx, repo)
-    plan = _plan(ctx, repo, records, signers)
+    where = _Records(ctx, repo)
+    plan = _plan(ctx, where, records, signers)
     keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
-    changed, unchanged, batches = _write(ctx, repo, plan, keys, batch_size)
-    written = repo.publish() if changed else []
-    return FleetChange(len(records), len(changed), len(written), plan.unchanged + unchanged,
-                       len(plan.to_sign), batches)
+    changed, unchanged, batches = _write(ctx, where, plan, keys, batch_size)
+    written = where.publish(ctx, changed)
+    return FleetChange(len(records), _units(where, changed), written, plan.unchanged + unchanged,
+                       len(plan.to_sign), batches, where.layout)
+
+
+def _units(where: _Records, changed: list[tuple[DeviceRecord, TargetFile]]) -> int:
+    """Hash bins changed (none in the director layout)."""
+    if where.index is not None:
+        return 0
+    return len({where.repo.bin_for(tf.path) for _, tf in changed})
 
 
 def get_device(ctx: Context, repo: Repository, device_id: str) -> DeviceRecord:
     layout.check_name("device id", device_id)
+    from otactl.app import director
+
+    if director.enabled(repo):
+        return director.get_record(ctx, device_id)
     path = layout.device_path(device_id)
     found = repo.find_target(path)
     if found is None:
@@ -248,16 +304,22 @@ def set_device(ctx: Context, device_id: str, *, variant: str | None, tags: list[
     if new == record:
         return record, FleetChange(1, 0, 0, 1)
     signers = published_signers(ctx, repo)
-    plan = _plan(ctx, repo, [new], signers, reread=True, known={device_id: record})
+    where = _Records(ctx, repo)
+    plan = _plan(ctx, where, [new], signers, reread=True, known={device_id: record})
     keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
-    changed, _, batches = _write(ctx, repo, plan, keys, DEFAULT_BATCH_SIZE)
-    written = repo.publish() if changed else []
+    changed, _, batches = _write(ctx, where, plan, keys, DEFAULT_BATCH_SIZE)
+    written = where.publish(ctx, changed)
     final = get_device(ctx, repo, device_id) if changed else record
-    return final, FleetChange(1, len(changed), len(written), 0 if changed else 1, len(plan.to_sign), batches)
+    return final, FleetChange(1, _units(where, changed), written, 0 if changed else 1, len(plan.to_sign), batches,
+                              where.layout)
 
 
 def list_devices(ctx: Context) -> list[DeviceRecord]:
     repo = ctx.repository()
+    from otactl.app import director
+
+    if director.enabled(repo):
+        return director.list_records(ctx)
     bins = [n for n in repo.role_names() if n.startswith(f"{layout.BIN_PREFIX}-")]
     paths: list[str] = []
     with progress.task("reading device hash bins", len(bins)) as reading:

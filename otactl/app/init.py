@@ -133,6 +133,9 @@ def _store_holds_repository(store_url: str, endpoint_url: str | None) -> None:
                              hint="choose an empty store or prefix")
 
 
+DEVICE_LAYOUTS = ("bins", "director")  # decision 0401 (hash bins) and 0407 (per-device director chains)
+
+
 def init_workspace(
     directory: Path,
     *,
@@ -144,6 +147,7 @@ def init_workspace(
     now: datetime,
     shared_passphrase: bool = False,
     release_index: bool = True,
+    device_layout: str = "bins",
 ) -> InitResult:
     """``release_managers``: ``NAME`` or ``NAME=FILE.pub`` each (:class:`ReleaseManagerSpec`).
     ``release_index=False`` makes a repository as otactl made it before decision 1203 (one ``releases``
@@ -161,6 +165,8 @@ def init_workspace(
         raise UsageError("--release-manager: two release managers give the same public key")
     if not 0 <= bin_bit_length <= 16:
         raise UsageError("--bin-bits must be from 0 to 16")
+    if device_layout not in DEVICE_LAYOUTS:
+        raise UsageError(f"--device-layout {device_layout!r}: choose {' or '.join(DEVICE_LAYOUTS)}")
     roles = default_trust_layout(names, approvals)
     if not release_index:
         del roles["release-index"]
@@ -222,7 +228,12 @@ def init_workspace(
         # releases (CI + k) and withdrawals (k) need k release managers' signatures: with fewer
         # keys here, their first versions wait in the store for the others (otactl.app.bootstrap)
         defer = bootstrap.ROLES if len(names) - len(remote) < approvals else ()
-        repo = Repository.create(ws.store(), trust, pool, now, defer=defer)
+        repo = Repository.create(ws.store(), trust, pool, now, defer=defer, bins=device_layout == "bins")
+        if device_layout == "director":  # decision 0407: per-device chains, the director's root a target
+            from otactl.app import director
+            from otactl.app.context import Context
+
+            director.create(Context(ws, trust, ws.store(), pool, now), repo)
         for role, md in repo.deferred.items():
             for k in trust.role(role).keys:
                 if k in signers:

@@ -29,7 +29,7 @@ from otactl.app.entitlements import (
     signers_from_trust,
     write_signers_file,
 )
-from otactl.app.fleet import _plan, _write, list_devices
+from otactl.app.fleet import _plan, _Records, _write, list_devices
 from otactl.errors import UsageError
 from otactl.fleet.entitlements import DEFAULT_BATCH_SIZE
 from otactl.workspace import KEY_DIR, KeyEntry, TrustConfig
@@ -68,10 +68,15 @@ def migrate_entitlements(ctx: Context, *, entitlement_keys: Sequence[str] = (), 
         signers = signers_from_trust(trust)
         records = list_devices(ctx)
         published = publish_signers_target(repo, signers)
-        plan = _plan(ctx, repo, records, signers, reread=True)
+        where = _Records(ctx, repo)
+        plan = _plan(ctx, where, records, signers, reread=True)
         keys = EntitlementSigners(ctx, signers, tuple(entitlement_keys))
-        changed, _, batches = _write(ctx, repo, plan, keys, batch_size)
-        written = repo.publish() if changed or published else []
+        changed, _, batches = _write(ctx, where, plan, keys, batch_size)
+        if where.index is None:
+            written = repo.publish() if changed or published else []
+        else:  # the signers first (devices look for them), then the chains naming records they sign
+            written = repo.publish() if published else []
+            written += ["director"] * where.publish(ctx, changed)
     except BaseException:
         ctx.trust = ctx.signers.trust = old_trust
         if created is not None:

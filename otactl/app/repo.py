@@ -161,6 +161,15 @@ def refresh(ctx: Context, *, warn_days: int = 30, force: bool = False, offline: 
             repo.snapshot.signed.expires - ctx.now < timedelta(days=ctx.trust.role("snapshot").expires_days) / 2:
         repo.publish()
         result.resigned += ["snapshot", "timestamp"]
+    from otactl.app import director
+
+    if director.enabled(repo):  # device chains past half their lifetime (decision 0407)
+        index = director.Index(ctx)
+        life = timedelta(days=ctx.trust.role("devices").expires_days)
+        due = list(index.rows()) if force else director.stale_rows(index, ctx.now + life / 2)
+        if due:
+            director.resign(ctx, index, due)
+            result.resigned.append(f"director: {len(due)} device chains")
     for row in status(ctx):
         base = row.role  # a release's own role is signed by its managers: offline (decision 1203)
         offline_role = base in layout.OFFLINE_ROLES or release_roles.is_release_role(base)

@@ -75,7 +75,14 @@ def default_salt(model: str, version: str, plan: Plan) -> str:
 
 
 def fleet_devices(ctx: Context, model: str) -> list[DeviceInfo]:
+    """The model's devices as rings see them: from the fleet index in the director layout (no record
+    opened, decision 0407; ``otactl fleet verify`` proves it consistent), else from the records."""
+    from otactl.app import director
     from otactl.app.fleet import list_devices
+
+    if director.enabled(ctx.repository()):
+        return [DeviceInfo(DeviceId(r.device_id), r.model, r.variant, r.region, frozenset(r.tags))
+                for r in director.Index(ctx).rows() if r.model == model]
 
     return [DeviceInfo(DeviceId(r.device_id), r.model, r.variant, r.region, frozenset(r.tags))
             for r in list_devices(ctx) if r.model == model]

@@ -170,10 +170,12 @@ def rollout_report(ctx: Context, name: str, telemetry: str, *, every: bool = Fal
     wanted = [single] if single is not None else (records if every else [])
     details = []
     if wanted:
+        from otactl.app import director
         from otactl.app.fleet import list_devices
 
+        rows = director.Index(ctx).rows() if director.enabled(ctx.repository()) else list_devices(ctx)
         fleet = [core.FleetDevice(d.device_id, d.model, d.variant, d.region, tuple(d.tags), d.pin)
-                 for d in list_devices(ctx) if d.model == model]
+                 for d in rows if d.model == model]
         sources.append(Source("signed fleet", "repository", True,
                               f"{len(fleet)} device records of {model}, verified against the signed metadata"))
         db = telemetry_path(telemetry, ctx.workspace.root)

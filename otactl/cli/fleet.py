@@ -44,8 +44,9 @@ def import_cmd(inventory: Path = typer.Argument(..., help="CSV or YAML inventory
     if output is Output.json:
         emit_json("fleet-import", change.__dict__)
         return
+    where = f"{change.bins_changed} bins" if change.layout == "bins" else "their own signed chains"
     print(f"imported {change.devices} devices: {change.devices - change.unchanged} written into "
-          f"{change.bins_changed} bins, {change.unchanged} unchanged"
+          f"{where}, {change.unchanged} unchanged"
           + (f"; {change.entitlements_signed} entitlements signed in {change.entitlement_batches} batches"
              if change.entitlements_signed else ""))
 
@@ -106,6 +107,39 @@ def list_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None
     table("fleet", ["device", "model", "hw", "variant", "region", "tags", "pin"],
           [[r.device_id, r.model, r.hardware_revision, r.variant, r.region, ",".join(r.tags), r.pin]
            for r in rows])
+
+
+@app.command("verify")
+def verify_cmd(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Prove the fleet index consistent with the signed device chains (director layout).
+
+    Every row's record must be the one its device's chain (verified under the director's root) lists,
+    with the same model, variant, region, tags and pin; every chain must have a row. Exit 0:
+    consistent; 1: a problem, each device named (run `otactl fleet import` again to repair an index
+    left behind by a crash).
+
+    \b
+    Example:
+      otactl fleet verify
+    """
+    from otactl.app import director
+    from otactl.app.context import Context
+    from otactl.errors import UsageError, VerificationError
+
+    ctx = Context.open(workspace)
+    with progress("verifying the fleet index"):
+        if not director.enabled(ctx.repository()):
+            raise UsageError("this repository keeps device records in hash bins, which have no index to verify",
+                             hint="`otactl repo verify` checks them; `otactl repo migrate-devices` moves them")
+        checked, problems = director.verify(ctx)
+    if output is Output.json:
+        emit_json("fleet-verify", {"devices": checked, "problems": [p.__dict__ for p in problems]})
+    elif not problems:
+        print(f"fleet index: {checked} devices, consistent with their signed chains")
+    if problems:
+        first = problems[0]
+        raise VerificationError(f"fleet index: {len(problems)} of {checked} devices inconsistent; "
+                                f"first: device {first.device_id}: {first.problem}")
 
 
 @app.command("entitle")

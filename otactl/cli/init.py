@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
                  "under .otactl/handover/ to hand over (a demo or lab)."),
         approvals: int = typer.Option(1, "--approvals", help="Release-manager signatures needed beside CI."),
         bin_bits: int = typer.Option(4, "--bin-bits", help="Device record hash bins: 2**bits bins."),
+        device_layout: str = typer.Option(
+            "bins", "--device-layout",
+            help="Where device records live: 'bins' (hash bins in the repository) or 'director' (one small signed "
+                 "chain per device, for large fleets: docs/decisions/0407-per-device-director-metadata.md)."),
         shared_passphrase: bool = typer.Option(
             False, "--shared-passphrase",
             help="Encrypt every key under OTACTL_KEY_PASSPHRASE (a demo or lab). Default: root, targets and "
@@ -43,7 +47,8 @@ def register(app: typer.Typer) -> None:
 
         result = init_workspace(directory, store_url=store, endpoint_url=s3_endpoint_url,
                                 release_managers=release_manager, approvals=approvals,
-                                bin_bit_length=bin_bits, now=utcnow(), shared_passphrase=shared_passphrase)
+                                bin_bit_length=bin_bits, now=utcnow(), shared_passphrase=shared_passphrase,
+                                device_layout=device_layout)
         for warning in result.warnings:
             info(f"warning: {warning}")
         if output is Output.json:

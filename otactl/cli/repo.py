@@ -1,4 +1,4 @@
-"""`otactl repo publish|verify|status|refresh|prune|migrate-releases|serve|fetch`."""
+"""`otactl repo publish|verify|status|refresh|prune|migrate-releases|migrate-devices|serve|fetch`."""
 
 from __future__ import annotations
 
@@ -198,6 +198,34 @@ def prune(
     gone = "would go (dry run)" if dry_run else "deleted"
     print(f"prune: {len(result.removals)} files {gone}; kept {result.kept_metadata} metadata files "
           f"(generations {', '.join(map(str, result.generations))}) and {result.kept_targets} targets")
+
+
+@app.command("migrate-devices")
+def migrate_devices(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+    """Move device records from hash bins to per-device director chains (root and targets keys).
+
+    Every device's chain is written first; one publication then lists the director's root (signed by
+    the offline targets key) and drops the bins. Devices provisioned before switch to their own chain
+    at their next poll and never lose trust (docs/decisions/0407-per-device-director-metadata.md).
+    Safe to run again. Exit 0: migrated or already migrated; 1: a key is not here, or the store failed.
+
+    \b
+    Example:
+      otactl repo migrate-devices
+    """
+    from otactl.app.context import Context
+    from otactl.app.migrate_devices import migrate_devices as run
+
+    with progress("writing device chains"):
+        result = run(Context.open(workspace))
+    if output is Output.json:
+        emit_json("repo-migrate-devices", result.to_json())
+        return
+    if not result.migrated:
+        print(f"{result.store}: device records are already in the director layout ({result.devices} devices)")
+        return
+    print(f"{result.store}: {result.devices} devices moved to their own signed chains; "
+          f"{result.bins_dropped} hash bins dropped from the snapshot")
 
 
 @app.command("migrate-releases")

@@ -184,6 +184,60 @@ def make_updater(
     )
 
 
+def make_director_updater(root_bytes: bytes | None, base_url: str, device_id: str, client_dir: Path,
+                          fetcher: FetcherInterface) -> Updater:
+    """A device's ngclient for its own director chain (decision 0407): per-device timestamp, snapshot
+    and targets under ``director/devices/<id>/metadata/``, the shared root chain read through
+    :class:`~otactl.repo.director.DirectorFetcher`, the record among the repository's targets.
+    ``root_bytes`` is the director root to start from; None once ``client_dir`` trusts one."""
+    from otactl.repo import director
+
+    metadata_dir = client_dir / "metadata"
+    targets_dir = client_dir / "targets"
+    metadata_dir.mkdir(parents=True, exist_ok=True)
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    trusted = (metadata_dir / "root.json").exists()
+    if not trusted and root_bytes is None:
+        raise VerificationError(f"{client_dir}: no director root trusted yet, and none given")
+    base = base_url.rstrip("/") if not base_url.endswith("://") else base_url[:-1]
+    return Updater(
+        metadata_dir=str(metadata_dir),
+        metadata_base_url=f"{base}/{director.device_prefix(device_id)}",
+        target_base_url=f"{base}/targets/",
+        target_dir=str(targets_dir),
+        fetcher=director.DirectorFetcher(fetcher),
+        config=UpdaterConfig(max_root_rotations=256),
+        bootstrap=None if trusted else root_bytes,
+    )
+
+
+def read_small(updater: Updater, path: str) -> bytes | None:
+    """A small verified target (record, policy, descriptor), from ngclient's cache when current."""
+    info = updater.get_targetinfo(path)
+    if info is None:
+        return None
+    cached = updater.find_cached_target(info)
+    return Path(cached or updater.download_target(info)).read_bytes()
+
+
+def record_updater(image: Updater, base_url: str, device_id: str, client_dir: Path,
+                   fetcher: FetcherInterface) -> Updater:
+    """The client that lists ``device_id``'s record, refreshed: its own director chain (decision 0407)
+    once the repository lists a director root, and for ever after (a device that trusts a director
+    never reads hash bins again); else ``image`` itself (hash bins). ``image`` is refreshed already."""
+    from otactl.repo import director
+
+    director_dir = client_dir / "director"
+    root_bytes = None
+    if not (director_dir / "metadata" / "root.json").exists():
+        root_bytes = read_small(image, director.ROOT_TARGET)  # offline-signed: the top-level targets
+        if root_bytes is None:
+            return image
+    chain = make_director_updater(root_bytes, base_url, device_id, director_dir, fetcher)
+    chain.refresh()
+    return chain
+
+
 def fetch_target(root: Path, url: str, client_dir: Path, target: str) -> bytes:
     """Refresh and download one target with ngclient over httpx; errors become OtactlErrors."""
     from otactl.errors import UsageError, VerificationError

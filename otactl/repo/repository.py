@@ -292,9 +292,10 @@ class Repository:
     # ------------------------------------------------------------------ creating
     @classmethod
     def create(cls, store: BlobStore, trust: TrustConfig, signers: SignerPool, now: datetime,
-               consistent_snapshot: bool = True, defer: Iterable[str] = ()) -> Repository:
+               consistent_snapshot: bool = True, defer: Iterable[str] = (), bins: bool = True) -> Repository:
         """A new repository; the roles in ``defer`` are made (version 1, in ``deferred``) but not
-        published: their signers are elsewhere (``otactl.app.bootstrap``)."""
+        published: their signers are elsewhere (``otactl.app.bootstrap``). ``bins=False``: no ``devices``
+        role (the director layout keeps device records outside the repository, decision 0407)."""
         repo = cls(store, trust, signers, now)
         deferred = set(defer)
         root = Root(expires=repo._expiry("root"), consistent_snapshot=consistent_snapshot)
@@ -314,7 +315,7 @@ class Repository:
         targets.delegations = Delegations(keys={}, roles=delegated)
         plain = [n for n in layout.DELEGATED if n != "devices" and n in trust.roles]  # withdrawals is optional
         for name in layout.DELEGATED:
-            if name not in trust.roles and name in OPTIONAL_ROLES:
+            if (name not in trust.roles and name in OPTIONAL_ROLES) or (name == "devices" and not bins):
                 continue
             r = trust.role(name)
             delegated[name] = DelegatedRole(name, [], r.threshold, name == "devices", layout.DELEGATION_PATHS[name])
@@ -326,6 +327,8 @@ class Repository:
                 repo.deferred[name] = Metadata(Targets(version=1, expires=repo._expiry(name)))
             else:
                 repo._add_new(name, Targets(expires=repo._expiry(name)))
+        if not bins:
+            return repo
         devices = Targets(expires=repo._expiry("devices"))
         bins_role = trust.role("devices")
         succinct = SuccinctRoles([], bins_role.threshold, trust.bin_bit_length, layout.BIN_PREFIX)
@@ -336,6 +339,22 @@ class Repository:
         for bin_name in succinct.get_roles():
             repo._add_new(bin_name, Targets(expires=repo._expiry("devices")))
         return repo
+
+    def drop_delegation(self, name: str, roles: Iterable[str]) -> None:
+        """Remove ``targets``' delegation to ``name`` (and keys only it used); ``roles`` (``name`` and the
+        roles it delegated) leave the snapshot in the next publication."""
+        targets = self.edit("targets")
+        assert targets.delegations is not None and targets.delegations.roles is not None
+        role = targets.delegations.roles.pop(name)
+        used = {k for r in targets.delegations.roles.values() for k in r.keyids}
+        for keyid in role.keyids:
+            if keyid not in used:
+                targets.delegations.keys.pop(keyid, None)
+        for gone in roles:
+            self.snapshot.signed.meta.pop(f"{gone}.json", None)
+            self._roles.pop(gone, None)
+            if gone in self._changed:
+                self._changed.remove(gone)
 
     def add_role(self, name: str, signed: Targets) -> None:
         """A new delegated role (the caller writes its delegation), published as version 1."""

@@ -1,0 +1,261 @@
+"""The director layout's services (decision 0407): create it, sign device chains, keep the fleet index.
+
+``otactl.repo.director`` has the metadata; this module does the I/O. A repository uses the layout when
+its top-level ``targets`` lists ``director/root.json``; otherwise its records sit in hash bins.
+Writes are ordered so that a device never sees a chain naming a record that is not there: record files,
+then every changed device's targets and snapshot (new versioned names, invisible), then their
+timestamps, then the index shards (conditional writes: a concurrent writer is a clear conflict). A crash
+part-way leaves some devices on their new chain and the index behind them; running the command again
+signs those devices once more at a higher version and brings the index up to date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from securesystemslib.signer import Signer
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import Metadata, Root, TargetFile
+from tuf.api.serialization import DeserializationError
+
+from otactl import progress
+from otactl.app.context import Context
+from otactl.errors import ConflictError, KeyAccessError, NotFoundError, StoreError, VerificationError
+from otactl.fleet import index as fleet_index
+from otactl.fleet.records import DeviceRecord
+from otactl.repo import director, layout
+from otactl.repo.repository import Repository, _public
+
+
+def enabled(repo: Repository) -> bool:
+    """Whether the repository keeps its records in the director layout."""
+    return director.ROOT_TARGET in repo.role("targets").signed.targets
+
+
+def root(ctx: Context) -> Metadata[Root]:
+    try:
+        return Metadata.from_bytes(ctx.store.get(director.root_key(None)))
+    except NotFoundError:
+        raise StoreError(f"{ctx.store.url}{director.root_key(None)}: the director's root is missing") from None
+
+
+def create(ctx: Context, repo: Repository) -> bytes:
+    """Make the director's root (signed by the root keys held here) and list it as the image
+    repository's ``director/root.json`` (in ``targets``, published by the caller). Returns its bytes."""
+    trust = ctx.trust
+    keys = {role: [_public(trust, k) for k in trust.role(src).keys] for role, src in director.ROLE_KEYS.items()}
+    thresholds = {role: trust.role(src).threshold for role, src in director.ROLE_KEYS.items()}
+    expires = (ctx.now + timedelta(days=trust.role("root").expires_days)).replace(microsecond=0)
+    md = director.make_root(keys, thresholds, expires)
+    signers = [ctx.signers.get(k) for k in trust.role("root").keys if ctx.signers.has_private(k)]
+    try:
+        data = director.sign_root(md, signers)
+    except UnsignedMetadataError as exc:  # too few root keys here
+        raise KeyAccessError(f"director root: needs {thresholds['root']} of the root keys "
+                             f"({', '.join(trust.role('root').keys)}): {exc}") from None
+    ctx.store.put(director.root_key(1), data)
+    ctx.store.put(director.root_key(None), data)
+    sha = hashlib.sha256(data).hexdigest()
+    ctx.store.put(layout.target_key(director.ROOT_TARGET, sha), data)
+    repo.add_target("targets", director.ROOT_TARGET, len(data), sha, {"director_root_version": 1})
+    return data
+
+
+def chain_signers(ctx: Context) -> dict[str, list[Signer]]:
+    """The online keys that sign device chains, each role to its threshold; too few is one error."""
+    out: dict[str, list[Signer]] = {}
+    for role in ("targets", "snapshot", "timestamp"):
+        entry = ctx.trust.role(director.ROLE_KEYS[role])
+        held = [ctx.signers.get(k) for k in entry.keys if ctx.signers.has_private(k)]
+        if len(held) < entry.threshold:
+            raise KeyAccessError(f"director {role}: needs {entry.threshold} of the keys {', '.join(entry.keys)} "
+                                 f"(role {director.ROLE_KEYS[role]!r}); {len(held)} here")
+        out[role] = held[:entry.threshold]
+    return out
+
+
+@dataclass
+class Index:
+    """The fleet index shards, read on demand and written back (conditionally) by ``save``."""
+
+    ctx: Context
+    _shards: dict[int, dict[str, fleet_index.Row]] = field(default_factory=dict)
+    _etags: dict[int, str | None] = field(default_factory=dict)
+    _dirty: set[int] = field(default_factory=set)
+
+    def shard(self, number: int) -> dict[str, fleet_index.Row]:
+        if number not in self._shards:
+            key = fleet_index.shard_key(number)
+            try:
+                found = self.ctx.store.get_versioned(key)
+                self._shards[number] = fleet_index.decode(found.data, f"{self.ctx.store.url}{key}")
+                self._etags[number] = found.etag
+            except NotFoundError:
+                self._shards[number], self._etags[number] = {}, None
+        return self._shards[number]
+
+    def get(self, device_id: str) -> fleet_index.Row | None:
+        return self.shard(fleet_index.shard_of(device_id)).get(device_id)
+
+    def put(self, row: fleet_index.Row) -> None:
+        number = fleet_index.shard_of(row.device_id)
+        self.shard(number)[row.device_id] = row
+        self._dirty.add(number)
+
+    def rows(self) -> Iterator[fleet_index.Row]:
+        for number in range(fleet_index.SHARDS):
+            yield from self.shard(number).values()
+
+    def save(self) -> None:
+        for number in sorted(self._dirty):
+            key = fleet_index.shard_key(number)
+            try:
+                self._etags[number] = self.ctx.store.put_if(key, fleet_index.encode(self._shards[number]),
+                                                             self._etags[number])
+            except ConflictError:
+                raise ConflictError(f"{self.ctx.store.url}{key}: the fleet index changed while this command ran "
+                                    "(another fleet change at the same time); the devices' chains are written, "
+                                    "run the command again to bring the index up to date") from None
+        self._dirty.clear()
+
+
+def row_of(record: DeviceRecord, tf: TargetFile) -> fleet_index.Row:
+    """The index row of ``record`` (entry ``tf``); ``publish`` sets its version and expiry."""
+    return fleet_index.Row(record.device_id, record.model, record.variant, record.region, tuple(sorted(record.tags)),
+                           record.pin, record.inventory_digest(), tf.hashes["sha256"], tf.length, 0, 0)
+
+
+def entry_of(row: fleet_index.Row) -> TargetFile:
+    """The record entry a row stands for (as ``fleet._entry`` makes it for that record)."""
+    tf = TargetFile(row.length, {"sha256": row.sha256}, layout.device_path(row.device_id))
+    layout.set_custom(tf, {"model": row.model, "variant": row.variant, "row": row.row})
+    return tf
+
+
+def _published_version(ctx: Context, device_id: str, row: fleet_index.Row | None) -> int:
+    """The device's chain version now: the index's, or the published timestamp's if higher (a crash
+    after the chain and before the index). A device refuses a chain below the one it saw."""
+    version = 0 if row is None else row.version
+    data = ctx.store.get_optional(director.device_key(device_id, "timestamp", None)) if row is not None else None
+    if data is not None:
+        with contextlib.suppress(DeserializationError):  # unreadable: the index's version, plus one, moves on
+            version = max(version, Metadata.from_bytes(data).signed.version)
+    return version
+
+
+def publish(ctx: Context, index: Index, changed: Sequence[tuple[fleet_index.Row, TargetFile]],
+            *, reread: bool = True) -> int:
+    """Sign and write the chains of ``changed`` (rows from ``row_of``; their record files are written
+    already), then the index. ``reread``: read each known device's published timestamp for its version.
+    Returns the number of metadata files written."""
+    if not changed:
+        return 0
+    signers = chain_signers(ctx)
+    expires = (ctx.now + timedelta(days=ctx.trust.role("devices").expires_days)).replace(microsecond=0)
+    stamps: list[tuple[str, bytes]] = []
+    rows: list[fleet_index.Row] = []
+
+    def bodies(task: progress.Task) -> Iterator[tuple[str, bytes]]:
+        for new, tf in changed:
+            old = index.get(new.device_id)
+            version = (0 if old is None else _published_version(ctx, new.device_id, old) if reread
+                       else old.version) + 1
+            files = director.device_chain(new.device_id, tf, version, expires, signers)
+            stamps.append(files[2])
+            rows.append(replace(new, version=version, expires=int(expires.timestamp())))
+            task.advance()
+            yield from files[:2]
+
+    with progress.task("signing device chains", len(changed)) as signing:
+        ctx.store.put_many(bodies(signing))
+    ctx.store.put_many(stamps)  # each device's new chain becomes visible here
+    for row in rows:
+        index.put(row)
+    index.save()
+    return 3 * len(changed)
+
+
+def resign(ctx: Context, index: Index, rows: Sequence[fleet_index.Row]) -> int:
+    """New chains (version + 1, fresh expiry) for the same records: ``repo refresh`` before they lapse."""
+    return publish(ctx, index, [(row, entry_of(row)) for row in rows])
+
+
+def get_record(ctx: Context, device_id: str) -> DeviceRecord:
+    """The device's published record, read through its signed chain as the device reads it."""
+    path = layout.device_path(device_id)
+    try:
+        _, tf = director.read_chain(root(ctx), device_id, ctx.store.get)
+    except NotFoundError:
+        raise NotFoundError(f"device {device_id!r}: not in the fleet (import it with `otactl fleet import`)") from None
+    except Exception as exc:  # noqa: BLE001 - python-tuf's verification errors
+        raise VerificationError(f"{ctx.store.url}{director.device_prefix(device_id)}: the device's chain does not "
+                                f"verify ({exc})") from None
+    if tf is None:
+        raise VerificationError(f"{ctx.store.url}{director.device_prefix(device_id)}: its targets lists no {path}")
+    data = ctx.store.get(layout.target_key(path, tf.hashes["sha256"]))
+    tf.verify_length_and_hashes(data)
+    return DeviceRecord.from_bytes(data, path)
+
+
+def list_records(ctx: Context, index: Index | None = None) -> list[DeviceRecord]:
+    """Every record the index names, each checked against the hash in its row."""
+    index = index or Index(ctx)
+    rows = list(index.rows())
+    out = []
+    with progress.task("reading device records", len(rows)) as reading:
+        for row in rows:
+            tf = entry_of(row)
+            data = ctx.store.get(layout.target_key(tf.path, row.sha256))
+            tf.verify_length_and_hashes(data)
+            out.append(DeviceRecord.from_bytes(data, tf.path))
+            reading.advance()
+    return sorted(out, key=lambda r: r.device_id)
+
+
+@dataclass(frozen=True)
+class Inconsistency:
+    device_id: str
+    problem: str
+
+
+def verify(ctx: Context, index: Index | None = None) -> tuple[int, list[Inconsistency]]:
+    """Prove the index consistent with the signed chains: for every row, the device's chain verifies
+    under the director's root, lists the record the row names, and the record says what the row says.
+    Also every device directory in the store has a row. Returns (devices checked, problems)."""
+    index = index or Index(ctx)
+    director_root = root(ctx)
+    problems: list[Inconsistency] = []
+    rows = {row.device_id: row for row in index.rows()}
+    with progress.task("verifying device chains", len(rows)) as checking:
+        for device_id, row in rows.items():
+            checking.advance()
+            try:
+                version, tf = director.read_chain(director_root, device_id, ctx.store.get)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(Inconsistency(device_id, f"its chain does not verify: {exc}"))
+                continue
+            if tf is None or tf.hashes.get("sha256") != row.sha256 or tf.length != row.length:
+                problems.append(Inconsistency(device_id, "the index names another record than its signed chain"))
+                continue
+            if version != row.version:
+                problems.append(Inconsistency(device_id, f"chain version {version}, index says {row.version}"))
+            data = ctx.store.get(layout.target_key(tf.path, row.sha256))
+            record = DeviceRecord.from_bytes(data, tf.path)
+            if replace(row_of(record, tf), version=row.version, expires=row.expires) != row:
+                problems.append(Inconsistency(device_id, "the index's attributes differ from the signed record"))
+    for key in ctx.store.list("director/devices/"):
+        device_id = key.removeprefix("director/devices/").partition("/")[0]
+        if device_id not in rows and key.endswith("/timestamp.json"):
+            problems.append(Inconsistency(device_id, "a signed chain the index does not list"))
+    return len(rows), problems
+
+
+def stale_rows(index: Index, before: datetime) -> list[fleet_index.Row]:
+    limit = int(before.timestamp())
+    return [row for row in index.rows() if row.expires <= limit]
+
+

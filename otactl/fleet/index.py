@@ -1,0 +1,78 @@
+"""The fleet index (decision 0407): what rings need of every device, without opening a signed record.
+
+256 shards ``director/index/<xx>.tsv`` (``xx``: the first byte of sha256(device id)), each a header line
+and one tab-separated row per device, sorted by id:
+
+    device_id  model  variant  region  tags  pin  row  sha256  length  version  expires
+
+``tags`` is comma-separated (``-`` for none), ``pin`` is ``-`` for none, ``row`` the inventory digest
+(``fleet import`` skips a device whose row is unchanged), ``sha256``/``length`` the record file the
+device's director targets lists, ``version`` that chain's version and ``expires`` its expiry (Unix
+seconds, for ``repo refresh``). Names are checked path segments, so no field holds a tab or newline.
+
+The index is written by the same command that signs the chains, after them, and it is not signed: it is
+a cache of the signed records, and ``otactl fleet verify`` proves it consistent with them (every row's
+record hash is the one its device's signed chain lists, and its attributes are that record's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from otactl.errors import VerificationError
+
+HEADER = (b"# otactl/fleet-index/1\tdevice_id\tmodel\tvariant\tregion\ttags\tpin\trow\tsha256\tlength\tversion"
+          b"\texpires\n")
+SHARDS = 256
+_NONE = "-"
+
+
+def shard_of(device_id: str) -> int:
+    return hashlib.sha256(device_id.encode()).digest()[0]
+
+
+def shard_key(shard: int) -> str:
+    return f"director/index/{shard:02x}.tsv"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    device_id: str
+    model: str
+    variant: str
+    region: str
+    tags: tuple[str, ...]
+    pin: str | None
+    row: str  # the inventory digest (DeviceRecord.inventory_digest)
+    sha256: str
+    length: int
+    version: int
+    expires: int  # Unix seconds
+
+    def encode(self) -> str:
+        return "\t".join((self.device_id, self.model, self.variant, self.region, ",".join(self.tags) or _NONE,
+                          self.pin or _NONE, self.row, self.sha256, str(self.length), str(self.version),
+                          str(self.expires)))
+
+
+def decode(data: bytes, where: str) -> dict[str, Row]:
+    """A shard's rows by device id; a shard that is not an index is a ``VerificationError`` naming it."""
+    if not data.startswith(HEADER):
+        raise VerificationError(f"{where}: not a fleet index shard (its first line is not {HEADER[:22]!r}...)")
+    rows: dict[str, Row] = {}
+    for number, line in enumerate(data[len(HEADER):].decode("utf-8", "replace").splitlines(), start=2):
+        parts = line.split("\t")
+        if len(parts) != 11:
+            raise VerificationError(f"{where}: line {number}: {len(parts)} fields, expected 11")
+        try:
+            tags = () if parts[4] == _NONE else tuple(parts[4].split(","))
+            rows[parts[0]] = Row(parts[0], parts[1], parts[2], parts[3], tags, None if parts[5] == _NONE else parts[5],
+                                 parts[6], parts[7], int(parts[8]), int(parts[9]), int(parts[10]))
+        except ValueError:
+            raise VerificationError(f"{where}: line {number}: length, version and expires must be integers") from None
+    return rows
+
+
+def encode(rows: dict[str, Row]) -> bytes:
+    return HEADER + "".join(rows[k].encode() + "\n" for k in sorted(rows)).encode()

@@ -1,0 +1,228 @@
+"""Per-device director metadata (issue 10, decision 0407): a device reads its record from its own small
+signed chain, so another device's change costs it nothing and its own change or a rollout step a few KB;
+a repository made with hash bins moves to the layout without any device losing trust; the fleet index
+is proved consistent with the signed chains; an attacker with the online keys still cannot change what
+only the offline keys vouch for.
+
+The real CLI; devices are otactl's agent (python-tuf's ngclient) over real HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+import pytest
+from fixtures.repo import PASSPHRASE, assert_one_error_line, ok
+from release_cli_parts import INVENTORY, MANIFESTS, MODEL, otactl, otactl_json, root_v1, served, ship
+from tuf.api.metadata import Metadata, TargetFile
+
+from otactl.agent.agent import Agent, CheckResult
+from otactl.agent.state import DeviceState, Identity
+from otactl.app import director as director_app
+from otactl.app.context import Context, utcnow
+from otactl.app.fleet import import_devices
+from otactl.app.init import init_workspace
+from otactl.app.policy import publish_policy
+from otactl.fleet import index as fleet_index
+from otactl.fleet.records import DeviceRecord
+from otactl.repo import director, layout
+from otactl.repo.client import HttpxFetcher
+
+pytestmark = pytest.mark.integration
+
+ME, OTHER = "t9-dir-0001", "t9-dir-0002"
+
+
+def _workspace(path: Path, monkeypatch: pytest.MonkeyPatch, device_layout: str) -> Path:
+    monkeypatch.setenv("OTACTL_KEY_PASSPHRASE", PASSPHRASE)
+    init_workspace(path, store_url=None, endpoint_url=None, release_managers=["release-manager"], approvals=1,
+                   bin_bit_length=2, now=utcnow(), shared_passphrase=True, device_layout=device_layout)
+    ship(path, MANIFESTS / "t9-engine-2.0.0.yaml")
+    return path
+
+
+def _key(device_id: str) -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey(hashlib.sha256(device_id.encode()).digest())
+
+
+def _devices(ws: Path, *ids: str) -> None:
+    import_devices(Context.open(ws), [DeviceRecord(d, MODEL, "revB", "hp-400", "eu", (),
+                                                   bytes(_key(d).verify_key).hex()) for d in ids], "factory")
+
+
+def _policy(ws: Path, release: str, rollout: str = "dir") -> None:
+    publish_policy(Context.open(ws), {
+        "model": MODEL, "rollout_id": f"{rollout}-{release}", "salt": "dir", "baseline": release,
+        "rings": [{"name": "all", "selector": {"percent": 100}, "release": release}]})
+
+
+def _provision(ws: Path, tmp_path: Path, device_id: str = ME) -> Path:
+    device_dir = tmp_path / device_id
+    DeviceState.provision(device_dir, Identity(device_id, MODEL, "revB"), root_v1(ws), _key(device_id))
+    return device_dir
+
+
+class _Device:
+    """An agent whose fetcher counts the bytes each poll receives (metadata and targets)."""
+
+    def __init__(self, device_dir: Path, url: str) -> None:
+        self.fetcher = HttpxFetcher()
+        self.agent = Agent(device_dir, url, None, fetcher=self.fetcher)
+
+    def poll(self) -> tuple[CheckResult, int]:
+        before = self.fetcher.bytes_received
+        result = self.agent.check_and_update(utcnow())
+        return result, self.fetcher.bytes_received - before
+
+    def close(self) -> None:
+        self.agent.close()
+        self.fetcher.close()
+
+
+def _state_record(device_dir: Path) -> dict[str, Any]:
+    return json.loads((device_dir / "state.json").read_text())["record"]  # type: ignore[no-any-return]
+
+
+def test_a_device_reads_its_own_chain_and_pays_nothing_for_another_devices_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+    _devices(ws, ME, OTHER)
+    _policy(ws, "2.0.0")
+    repo = Context.open(ws).repository()
+    assert not [n for n in repo.role_names() if n.startswith("devices")]  # no bins in the image repository
+    device_dir = _provision(ws, tmp_path)
+    with served(ws) as url:
+        dev = _Device(device_dir, url)
+        try:
+            first, _ = dev.poll()
+            assert (first.outcome, first.active) == ("committed", "2.0.0"), first.detail
+            idle, idle_bytes = dev.poll()
+            assert idle.outcome == "stayed" and idle_bytes <= 1024, (idle, idle_bytes)
+
+            ok(otactl(ws, "fleet", "set", OTHER, "--tag", "beta"))
+            _, other_bytes = dev.poll()
+            assert other_bytes <= 1024, other_bytes  # two timestamps: its own chain did not move
+
+            ok(otactl(ws, "fleet", "set", ME, "--tag", "beta"))
+            _, own_bytes = dev.poll()
+            assert own_bytes <= 8 * 1024, own_bytes
+            assert _state_record(device_dir)["tags"] == ["beta"]
+
+            _policy(ws, "2.0.0", rollout="step")  # a rollout step: the image repository's policy moves
+            _, step_bytes = dev.poll()
+            assert step_bytes <= 8 * 1024, step_bytes
+        finally:
+            dev.close()
+    assert (DeviceState(device_dir).tuf_dir / "director" / "metadata" / "root.json").is_file()
+    checked = otactl_json(ws, "fleet", "verify")
+    assert (checked["devices"], checked["problems"]) == (2, [])
+
+
+def test_a_repository_with_hash_bins_moves_to_the_director_without_any_device_losing_trust(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = _workspace(tmp_path / "ws", monkeypatch, "bins")
+    _devices(ws, ME, OTHER)
+    _policy(ws, "2.0.0")
+    device_dir = _provision(ws, tmp_path)  # provisioned before the move, with the image root only
+    with served(ws) as url:
+        dev = _Device(device_dir, url)
+        try:
+            before, _ = dev.poll()
+            assert (before.outcome, before.active) == ("committed", "2.0.0"), before.detail
+            snapshot_before = len(Context.open(ws).store.get(layout.metadata_key(
+                "snapshot", Context.open(ws).repository().snapshot.signed.version)))
+
+            moved = otactl_json(ws, "repo", "migrate-devices")
+            assert (moved["migrated"], moved["devices"], moved["bins_dropped"]) == (True, 2, 4), moved
+            again = otactl_json(ws, "repo", "migrate-devices")
+            assert again["migrated"] is False  # safe to run again
+            repo = Context.open(ws).repository()
+            assert not [n for n in repo.role_names() if n.startswith("devices")]
+            snapshot_after = len(repo.store.get(layout.metadata_key("snapshot", repo.snapshot.signed.version)))
+            assert snapshot_after < snapshot_before
+
+            ok(otactl(ws, "fleet", "set", ME, "--tag", "moved"))  # a change after the move reaches it
+            after, _ = dev.poll()
+            assert after.outcome == "stayed" and after.active == "2.0.0", after
+            assert _state_record(device_dir)["tags"] == ["moved"]
+            assert (DeviceState(device_dir).tuf_dir / "director" / "metadata" / "root.json").is_file()
+        finally:
+            dev.close()
+        fresh = _Device(_provision(ws, tmp_path, OTHER), url)  # provisioned after: the director from the start
+        try:
+            result, _ = fresh.poll()
+            assert (result.outcome, result.active) == ("committed", "2.0.0"), result.detail
+        finally:
+            fresh.close()
+    assert otactl_json(ws, "fleet", "verify")["problems"] == []
+    ok(otactl(ws, "repo", "verify"))
+
+
+def test_the_fleet_index_is_proved_consistent_with_the_signed_chains(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+    ok(otactl(ws, "fleet", "import", str(INVENTORY)))
+    listed = otactl_json(ws, "fleet", "list")["devices"]
+    plan_rows = list(director_app.Index(Context.open(ws)).rows())
+    assert sorted(r.device_id for r in plan_rows) == sorted(d["device_id"] for d in listed)
+    assert otactl_json(ws, "fleet", "verify")["problems"] == []
+
+    ctx = Context.open(ws)  # someone edits the index: one device's variant, nothing signed
+    victim = plan_rows[0]
+    key = fleet_index.shard_key(fleet_index.shard_of(victim.device_id))
+    shard = fleet_index.decode(ctx.store.get(key), key)
+    shard[victim.device_id] = dataclasses.replace(victim, variant="hp-500")
+    ctx.store.put(key, fleet_index.encode(shard))
+    refused = otactl(ws, "fleet", "verify")
+    assert refused.returncode == 1
+    assert_one_error_line(refused, victim.device_id, "attributes differ")
+
+    ok(otactl(ws, "fleet", "import", str(INVENTORY)))  # an import rewrites the row from the signed record
+    assert otactl_json(ws, "fleet", "verify")["problems"] == []
+
+
+def test_online_keys_cannot_point_a_device_at_another_devices_record_or_roll_its_chain_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The online keys sign the chains, so their holder can sign anything into one: the record must
+    still describe the device (its key, bound by the offline-signed entitlement) and the chain's
+    version may never go down."""
+    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+    _devices(ws, ME, OTHER)
+    _policy(ws, "2.0.0")
+    device_dir = _provision(ws, tmp_path)
+    ctx = Context.open(ws)
+    with served(ws) as url:
+        dev = _Device(device_dir, url)
+        try:
+            assert dev.poll()[0].active == "2.0.0"
+            old_chain = {k: ctx.store.get(k) for k in ctx.store.list(director.device_prefix(ME))}
+            ok(otactl(ws, "fleet", "set", ME, "--tag", "beta"))
+            assert dev.poll()[0].outcome == "stayed" and _state_record(device_dir)["tags"] == ["beta"]
+
+            for key, data in old_chain.items():  # replay the older chain
+                ctx.store.put(key, data)
+            replayed, _ = dev.poll()
+            assert replayed.outcome == "error" and "version" in replayed.detail.lower(), replayed
+            assert _state_record(device_dir)["tags"] == ["beta"]
+
+            ok(otactl(ws, "fleet", "set", ME, "--tag", "gamma"))  # signed afresh, above the replay
+            index = director_app.Index(ctx)
+            theirs = index.get(OTHER)
+            assert theirs is not None
+            forged = director.device_chain(ME, TargetFile(theirs.length, {"sha256": theirs.sha256},
+                                                          layout.device_path(ME)),
+                                           99, ctx.now.replace(year=ctx.now.year + 1), director_app.chain_signers(ctx))
+            ctx.store.put(layout.target_key(layout.device_path(ME), theirs.sha256),
+                          ctx.store.get(layout.target_key(layout.device_path(OTHER), theirs.sha256)))
+            ctx.store.put_many(forged)
+            pointed, _ = dev.poll()
+            assert pointed.outcome == "error" and "does not describe this device" in pointed.detail, pointed
+            assert _state_record(device_dir)["tags"] == ["beta"]  # the replay's poll did not take "gamma" either
+        finally:
+            dev.close()
+    assert Metadata.from_bytes(ctx.store.get(director.root_key(None))).signed.version == 1
