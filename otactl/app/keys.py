@@ -167,6 +167,13 @@ def rotate_key(ctx: Context, role: str, old: str | None, public_file: Path | Non
         raise UsageError(f"--public: key {old!r} is not a release manager's key; CI signs {role!r} with it, so its "
                          "new key is made here (leave out --public)")
     repo = ctx.repository()  # fail early on an unusable store, before making a key
+    from otactl.app import director
+    from otactl.repo.director import ROLE_KEYS
+
+    if role in ROLE_KEYS.values() and director.enabled(repo):
+        raise UsageError(f"role {role!r} also signs the director's device chains (decision 0407), whose root "
+                         "does not follow a key rotation yet; nothing was changed",
+                         hint="docs/decisions/0407-per-device-director-metadata.md lists what is not built")
     new_entry, new_path = _new_key(ctx, _next_name(ctx.trust, role))
     old_keyid = ctx.trust.key(old).keyid
     new_pub = layout.name_key(keyfile.public_key(new_entry.public), new_entry.name)

@@ -18,6 +18,7 @@ from typing import Any
 import nacl.signing
 import pytest
 from fixtures.repo import PASSPHRASE, assert_one_error_line, ok
+from fixtures.tufjs import tufjs_fetch, tufjs_run
 from release_cli_parts import INVENTORY, MANIFESTS, MODEL, otactl, otactl_json, root_v1, served, ship
 from tuf.api.metadata import Metadata, TargetFile
 
@@ -226,3 +227,48 @@ def test_online_keys_cannot_point_a_device_at_another_devices_record_or_roll_its
         finally:
             dev.close()
     assert Metadata.from_bytes(ctx.store.get(director.root_key(None))).signed.version == 1
+
+
+def test_tufjs_reads_a_devices_record_through_its_own_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second TUF client (tuf-js) reads the layout: the director root, the device's chain, its record,
+    byte for byte what the device's ngclient reads; a record changed on disk is refused."""
+    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+    _devices(ws, ME, OTHER)
+    _policy(ws, "2.0.0")
+    ok(otactl(ws, "fleet", "set", ME, "--tag", "js"))  # version 2 of its chain
+    device_dir = _provision(ws, tmp_path)
+    ctx = Context.open(ws)
+    director_root = tmp_path / "director-root.json"
+    director_root.write_bytes(ctx.store.get(director.root_key(1)))
+    with served(ws) as url:
+        dev = _Device(device_dir, url)
+        try:
+            assert dev.poll()[0].active == "2.0.0"
+        finally:
+            dev.close()
+        mine = (DeviceState(device_dir).tuf_dir / "director" / "targets").iterdir()
+        agent_bytes = next(p for p in mine if p.name.endswith(f"{ME}.json")).read_bytes()
+        args = (director_root, f"{url}/{director.device_prefix(ME)}", f"{url}/targets/", tmp_path / "js-cache",
+                layout.device_path(ME))
+        js_bytes = tufjs_fetch(*args, root_url=f"{url}/director/metadata/")
+        assert js_bytes == agent_bytes and json.loads(js_bytes)["tags"] == ["js"]
+
+        row = director_app.Index(ctx).get(ME)
+        assert row is not None
+        record_key = layout.target_key(layout.device_path(ME), row.sha256)
+        ctx.store.put(record_key, js_bytes.replace(b'"js"', b'"jz"'))
+        refused = tufjs_run(director_root, f"{url}/{director.device_prefix(ME)}", f"{url}/targets/",
+                            tmp_path / "js-cache-2", layout.device_path(ME), root_url=f"{url}/director/metadata/")
+        assert not refused.ok and refused.error is not None and "hash" in refused.error.lower(), refused
+
+
+def test_rotating_a_key_the_director_root_names_is_refused_until_it_can_follow(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The director's root names the root, devices, snapshot and timestamp keys; a rotation that left it
+    naming the old key would make every device refuse its chain, so it is refused, nothing written."""
+    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+    trust_before = (ws / "signing" / "trust.yaml").read_bytes()
+    refused = otactl(ws, "keys", "rotate", "snapshot")
+    assert refused.returncode == 2
+    assert_one_error_line(refused, "snapshot", "director")
+    assert (ws / "signing" / "trust.yaml").read_bytes() == trust_before
