@@ -126,7 +126,8 @@ class Index:
 def row_of(record: DeviceRecord, tf: TargetFile) -> fleet_index.Row:
     """The index row of ``record`` (entry ``tf``); ``publish`` sets its version and expiry."""
     return fleet_index.Row(record.device_id, record.model, record.variant, record.region, tuple(sorted(record.tags)),
-                           record.pin, record.inventory_digest(), tf.hashes["sha256"], tf.length, 0, 0)
+                           record.pin, record.inventory_digest(), tf.hashes["sha256"], tf.length, 0, 0,
+                           record.public_key)
 
 
 def entry_of(row: fleet_index.Row) -> TargetFile:
@@ -252,6 +253,20 @@ def verify(ctx: Context, index: Index | None = None) -> tuple[int, list[Inconsis
         if device_id not in rows and key.endswith("/timestamp.json"):
             problems.append(Inconsistency(device_id, "a signed chain the index does not list"))
     return len(rows), problems
+
+
+def ring_attributes(ctx: Context, model: str) -> Iterator[fleet_index.Attributes]:
+    """Every device of ``model`` as rings see it, shard by shard (nothing else kept in memory)."""
+    for number in range(fleet_index.SHARDS):
+        key = fleet_index.shard_key(number)
+        data = ctx.store.get_optional(key)
+        if data is not None:
+            yield from fleet_index.attributes(data, f"{ctx.store.url}{key}", model)
+
+
+def key_owners(index: Index) -> dict[str, str]:
+    """Public key -> the device whose record binds it, over the whole fleet index."""
+    return {row.key: row.device_id for row in index.rows()}
 
 
 def stale_rows(index: Index, before: datetime) -> list[fleet_index.Row]:

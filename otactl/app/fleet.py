@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile
@@ -23,6 +24,9 @@ from otactl.fleet.entitlements import DEFAULT_BATCH_SIZE, SIGNERS_PATH, Entitlem
 from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
 from otactl.repo.repository import Repository
+
+if TYPE_CHECKING:
+    from otactl.app import director as director_app
 
 
 @dataclass(frozen=True)
@@ -254,12 +258,31 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
                                  line=(lines or {}).get(r.device_id), field=problem[0])
     signers = published_signers(ctx, repo)
     where = _Records(ctx, repo)
+    if where.index is not None:
+        _check_keys(where.index, records, source, lines)
     plan = _plan(ctx, where, records, signers)
     keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
     changed, unchanged, batches = _write(ctx, where, plan, keys, batch_size)
     written = where.publish(ctx, changed)
     return FleetChange(len(records), _units(where, changed), written, plan.unchanged + unchanged,
                        len(plan.to_sign), batches, where.layout)
+
+
+def _check_keys(index: director_app.Index, records: list[DeviceRecord], source: str,
+                lines: Mapping[str, int] | None) -> None:
+    """A device key another device of the fleet already binds is refused (the inventory file itself is
+    checked when read): two devices with one key could each sign the other's reports. A device that
+    moves its key to another device in the same inventory is fine."""
+    from otactl.app.director import key_owners
+
+    owners = key_owners(index)
+    in_file = {r.device_id: r.public_key for r in records}
+    for r in records:
+        owner = owners.get(r.public_key)
+        if owner is not None and owner != r.device_id and in_file.get(owner, r.public_key) == r.public_key:
+            raise InputFileError(source, f"device {r.device_id!r} reuses the public key of device {owner!r}, "
+                                 "already in the fleet; every device needs its own key",
+                                 line=(lines or {}).get(r.device_id), field="public_key")
 
 
 def _units(where: _Records, changed: list[tuple[DeviceRecord, TargetFile]]) -> int:

@@ -81,8 +81,7 @@ def fleet_devices(ctx: Context, model: str) -> list[DeviceInfo]:
     from otactl.app.fleet import list_devices
 
     if director.enabled(ctx.repository()):
-        return [DeviceInfo(DeviceId(r.device_id), r.model, r.variant, r.region, frozenset(r.tags))
-                for r in director.Index(ctx).rows() if r.model == model]
+        return [DeviceInfo(DeviceId(d), m, v, r, t) for d, m, v, r, t in director.ring_attributes(ctx, model)]
 
     return [DeviceInfo(DeviceId(r.device_id), r.model, r.variant, r.region, frozenset(r.tags))
             for r in list_devices(ctx) if r.model == model]

@@ -3,12 +3,13 @@
 256 shards ``director/index/<xx>.tsv`` (``xx``: the first byte of sha256(device id)), each a header line
 and one tab-separated row per device, sorted by id:
 
-    device_id  model  variant  region  tags  pin  row  sha256  length  version  expires
+    device_id  model  variant  region  tags  pin  row  sha256  length  version  expires  key
 
 ``tags`` is comma-separated (``-`` for none), ``pin`` is ``-`` for none, ``row`` the inventory digest
 (``fleet import`` skips a device whose row is unchanged), ``sha256``/``length`` the record file the
 device's director targets lists, ``version`` that chain's version and ``expires`` its expiry (Unix
-seconds, for ``repo refresh``). Names are checked path segments, so no field holds a tab or newline.
+seconds, for ``repo refresh``), ``key`` the device's public key (hex: an import refuses a key another
+device of the fleet already has). Names are checked path segments, so no field holds a tab or newline.
 
 The index is written by the same command that signs the chains, after them, and it is not signed: it is
 a cache of the signed records, and ``otactl fleet verify`` proves it consistent with them (every row's
@@ -18,12 +19,15 @@ record hash is the one its device's signed chain lists, and its attributes are t
 from __future__ import annotations
 
 import hashlib
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from otactl.errors import VerificationError
 
 HEADER = (b"# otactl/fleet-index/1\tdevice_id\tmodel\tvariant\tregion\ttags\tpin\trow\tsha256\tlength\tversion"
-          b"\texpires\n")
+          b"\texpires\tkey\n")
+FIELDS = 12
 SHARDS = 256
 _NONE = "-"
 
@@ -49,29 +53,49 @@ class Row:
     length: int
     version: int
     expires: int  # Unix seconds
+    key: str  # the device's public key, hex
 
     def encode(self) -> str:
         return "\t".join((self.device_id, self.model, self.variant, self.region, ",".join(self.tags) or _NONE,
                           self.pin or _NONE, self.row, self.sha256, str(self.length), str(self.version),
-                          str(self.expires)))
+                          str(self.expires), self.key))
+
+
+def _lines(data: bytes, where: str) -> Iterator[tuple[int, list[str]]]:
+    if not data.startswith(HEADER):
+        raise VerificationError(f"{where}: not a fleet index shard (its first line is not {HEADER[:22]!r}...)")
+    for number, line in enumerate(data[len(HEADER):].decode("utf-8", "replace").splitlines(), start=2):
+        parts = line.split("\t")
+        if len(parts) != FIELDS:
+            raise VerificationError(f"{where}: line {number}: {len(parts)} fields, expected {FIELDS}")
+        yield number, parts
 
 
 def decode(data: bytes, where: str) -> dict[str, Row]:
     """A shard's rows by device id; a shard that is not an index is a ``VerificationError`` naming it."""
-    if not data.startswith(HEADER):
-        raise VerificationError(f"{where}: not a fleet index shard (its first line is not {HEADER[:22]!r}...)")
     rows: dict[str, Row] = {}
-    for number, line in enumerate(data[len(HEADER):].decode("utf-8", "replace").splitlines(), start=2):
-        parts = line.split("\t")
-        if len(parts) != 11:
-            raise VerificationError(f"{where}: line {number}: {len(parts)} fields, expected 11")
+    for number, parts in _lines(data, where):
         try:
             tags = () if parts[4] == _NONE else tuple(parts[4].split(","))
             rows[parts[0]] = Row(parts[0], parts[1], parts[2], parts[3], tags, None if parts[5] == _NONE else parts[5],
-                                 parts[6], parts[7], int(parts[8]), int(parts[9]), int(parts[10]))
+                                 parts[6], parts[7], int(parts[8]), int(parts[9]), int(parts[10]), parts[11])
         except ValueError:
             raise VerificationError(f"{where}: line {number}: length, version and expires must be integers") from None
     return rows
+
+
+Attributes = tuple[str, str, str, str, frozenset[str]]  # device id, model, variant, region, tags
+
+
+def attributes(data: bytes, where: str, model: str | None = None) -> Iterator[Attributes]:
+    """What rings need of each row (of ``model`` only, if given), without building rows: ``rollout plan``
+    reads a million of them. Repeated names are shared (interned), so a million rows stay small."""
+    none: frozenset[str] = frozenset()
+    for _, parts in _lines(data, where):
+        if model is not None and parts[1] != model:
+            continue
+        tags = none if parts[4] == _NONE else frozenset(sys.intern(t) for t in parts[4].split(","))
+        yield parts[0], sys.intern(parts[1]), sys.intern(parts[2]), sys.intern(parts[3]), tags
 
 
 def encode(rows: dict[str, Row]) -> bytes:

@@ -272,3 +272,26 @@ def test_rotating_a_key_the_director_root_names_is_refused_until_it_can_follow(
     assert refused.returncode == 2
     assert_one_error_line(refused, "snapshot", "director")
     assert (ws / "signing" / "trust.yaml").read_bytes() == trust_before
+
+
+def test_a_key_another_device_already_has_is_refused_and_rings_come_from_the_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two inventories, one device key: the second import is refused naming file, line and field, and
+    writes nothing. `rollout plan` reads the index, and holds exactly the rings the bins layout gives."""
+    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+    ok(otactl(ws, "fleet", "import", str(INVENTORY)))
+    first = INVENTORY.read_text().splitlines()[1].split(",")
+    later = tmp_path / "later.csv"
+    later.write_text("device_id,model,hardware_revision,variant,region,tags,public_key\n"
+                     f"t9-late-0001,{MODEL},revB,hp-300,eu,,{'ab' * 32}\n"
+                     f"t9-late-0002,{MODEL},revB,hp-300,eu,,{first[-1]}\n")
+    refused = otactl(ws, "fleet", "import", str(later))
+    assert refused.returncode == 2  # bad input
+    assert_one_error_line(refused, f"{later}:3", "public_key", f"reuses the public key of device {first[0]!r}")
+    assert "t9-late-0001" not in {d["device_id"] for d in otactl_json(ws, "fleet", "list")["devices"]}
+
+    bins_ws = _workspace(tmp_path / "bins", monkeypatch, "bins")
+    ok(otactl(bins_ws, "fleet", "import", str(INVENTORY)))
+    plans = [otactl_json(w, "rollout", "plan", MODEL, "2.1.0", "--plan", str(MANIFESTS.parent / "canary" /
+                                                                           "demo.yaml")) for w in (ws, bins_ws)]
+    assert plans[0]["rings"] == plans[1]["rings"] and plans[0]["fleet_devices"] == 12, plans[0]
