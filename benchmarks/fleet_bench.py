@@ -79,6 +79,7 @@ from otactl.repo.client import HttpxFetcher, make_updater, record_updater
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "manifests" / "t9-engine-2.0.0.yaml"
+PLAN = ROOT / "canary" / "default.yaml"
 MODEL = "t9-engine"
 PASSPHRASE = "fleet-bench-passphrase"
 ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("OTACTL_")},
@@ -307,6 +308,9 @@ def bench(n: int, work: Path, set_reps: int, compare: bool, import_only: bool = 
     seconds, peak = otactl(ws, "fleet", "import", str(inventory))
     out["import_s"], out["import_peak_rss_mib"] = seconds, peak / 1024
     log(f"{n} devices: imported in {seconds:.1f} s (peak RSS {peak / 1024:.0f} MiB)")
+    seconds, peak = otactl(ws, "rollout", "plan", MODEL, "2.0.0", "--plan", str(PLAN), "--output", "json")
+    out["plan_s"], out["plan_peak_rss_mib"] = seconds, peak / 1024
+    log(f"{n} devices: rollout plan in {seconds:.1f} s (peak RSS {peak / 1024:.0f} MiB)")
     if import_only:
         return out
 
@@ -433,6 +437,8 @@ def report(results: list[dict[str, Any]]) -> str:
 
     row("bins (`--bin-bits`)", lambda r: f"{r['bins']} ({r['bin_bits']})" if bins(r) else "- (a chain per device)")
     row("`fleet import`, all records", lambda r: f"{r['import_s']:.1f} s, peak RSS {r['import_peak_rss_mib']:.0f} MiB")
+    row("`rollout plan` (CLI)", lambda r: f"{r['plan_s']:.1f} s, peak RSS {r['plan_peak_rss_mib']:.0f} MiB"
+        if "plan_s" in r else "-")
     row("`fleet set`, one device (CLI, median)", lambda r: f"{r['set_cli_median_s']:.2f} s")
     row("`set_device` service call (median)", lambda r: f"{r['set_service_median_s'] * 1000:.0f} ms")
     row("one file: re-sign after one change", lambda r: f"{r['one_file']['set_s']:.2f} s" if "one_file" in r else "-")
@@ -478,7 +484,8 @@ def main() -> None:
     if args.import_only:
         for r in results:
             print(f"{r['devices']} devices, {r['layout']}: fleet import {r['import_s']:.1f} s, "
-                  f"peak RSS {r['import_peak_rss_mib']:.0f} MiB")
+                  f"peak RSS {r['import_peak_rss_mib']:.0f} MiB; rollout plan {r['plan_s']:.1f} s, "
+                  f"peak RSS {r['plan_peak_rss_mib']:.0f} MiB")
     else:
         print(report(results))
     print(f"\nrun took {doc['seconds']:.0f} s (without deleting the work files); load average at the end: "

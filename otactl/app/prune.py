@@ -10,7 +10,9 @@ What is kept (everything else under ``metadata/`` and ``targets/`` goes):
   the snapshot lists, and each target those role versions list;
 - every target a staged proposal (``staging/**.metadata.json``) lists: built, not yet published;
 - every target of unknown age or written within ``grace`` (an upload whose metadata is not yet
-  written); a metadata version newer than the current one (never: that is a publication's).
+  written); a metadata version newer than the current one (never: that is a publication's);
+- in the director layout (decision 0407), every device record: the devices' own chains name them, and
+  old chain versions under ``director/`` are not pruned yet either.
 
 Published releases never leave the ``releases`` metadata (a withdrawal is its own signed role), so
 every release a policy, a pin or a stepping stone can reach is in the current generation and kept;
@@ -136,8 +138,11 @@ def prune(ctx: Context, *, dry_run: bool, keep_versions: int = DEFAULT_KEEP_VERS
 
     removals = _metadata_removals(repo, listed, plan)
     kept_targets = 0
+    from otactl.app import director
+
+    records_elsewhere = director.enabled(repo)  # device chains name the records, not the image repository
     for key in ctx.store.list("targets/"):
-        if key in plan.targets or not _TARGET.match(key):
+        if key in plan.targets or not _TARGET.match(key) or (records_elsewhere and key.startswith("targets/devices/")):
             kept_targets += 1
             continue
         written = ctx.store.modified(key)
