@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from otactl.errors import ConflictError, KeyAccessError, NotFoundError, StoreErr
 from otactl.fleet import index as fleet_index
 from otactl.fleet.records import DeviceRecord
 from otactl.repo import director, layout
-from otactl.repo.repository import Repository, _public
+from otactl.repo.repository import JOURNAL_KEY, Repository, _public
 
 
 def enabled(repo: Repository) -> bool:
@@ -171,13 +172,35 @@ def publish(ctx: Context, index: Index, changed: Sequence[tuple[fleet_index.Row,
             task.advance()
             yield from files[:2]
 
-    with progress.task("signing device chains", len(changed)) as signing:
-        ctx.store.put_many(bodies(signing))
-    ctx.store.put_many(stamps)  # each device's new chain becomes visible here
-    for row in rows:
-        index.put(row)
-    index.save()
+    with _writer_lock(ctx):
+        with progress.task("signing device chains", len(changed)) as signing:
+            ctx.store.put_many(bodies(signing))
+        ctx.store.put_many(stamps)  # each device's new chain becomes visible here
+        for row in rows:
+            index.put(row)
+        index.save()
     return 3 * len(changed)
+
+
+@contextlib.contextmanager
+def _writer_lock(ctx: Context) -> Iterator[None]:
+    """One writer of device chains at a time: two would write the same ``<v>.snapshot.json`` of a
+    device. The lock is the image repository's publication journal, empty: a crash leaves it behind,
+    every command then says so, and ``otactl repo publish`` clears it (nothing to replay); the fleet
+    command run again completes the chains."""
+    lock = json.dumps({"schema": "otactl/publish-journal/1", "created": ctx.now.isoformat(),
+                       "base_timestamp_etag": None, "files": [],
+                       "note": "device chains being written (decision 0407)"}).encode()
+    try:
+        ctx.store.put_if(JOURNAL_KEY, lock, None)
+    except ConflictError:
+        raise ConflictError(f"{ctx.store.url}: another publication is in progress or unfinished",
+                            hint="retry; if no one else is publishing, run `otactl repo publish`, then this "
+                                 "command again") from None
+    try:
+        yield
+    finally:  # an error (not a crash) releases it: what was written is completed by running again
+        ctx.store.delete(JOURNAL_KEY)
 
 
 def resign(ctx: Context, index: Index, rows: Sequence[fleet_index.Row]) -> int:

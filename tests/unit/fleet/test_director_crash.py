@@ -1,0 +1,77 @@
+"""Director layout (decision 0407): a fleet change that crashes at any write leaves every device on its
+old chain or its new one, never a broken one; `otactl repo publish` clears the writer lock it leaves, and
+the same import run again makes the index consistent with the chains (`fleet verify`)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from fixtures.repo import CrashingStore, SimulatedCrash
+
+from otactl.app import director as director_app
+from otactl.app.context import Context, utcnow
+from otactl.app.fleet import import_devices
+from otactl.app.init import init_workspace
+from otactl.app.repo import publish_pending
+from otactl.fleet.records import DeviceRecord
+from otactl.repo import director
+from otactl.repo.repository import JOURNAL_KEY
+
+IDS = [f"dev-{i}" for i in range(4)]
+
+
+def _records(tag: str) -> list[DeviceRecord]:
+    return [DeviceRecord(d, "m", "revA", "base", "eu", (tag,), hashlib.sha256(d.encode()).hexdigest())
+            for d in IDS]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("director") / "ws"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OTACTL_KEY_PASSPHRASE", "director-crash-test")
+        init_workspace(path, store_url=None, endpoint_url=None, release_managers=["release-manager"],
+                       approvals=1, bin_bit_length=0, now=utcnow(), shared_passphrase=True, device_layout="director")
+        import_devices(Context.open(path), _records("before"), "factory")
+    return path
+
+
+def _chains(ctx: Context) -> dict[str, tuple[int, str]]:
+    root = director_app.root(ctx)
+    out = {}
+    for device_id in IDS:
+        version, tf = director.read_chain(root, device_id, ctx.store.get)  # raises on a broken chain
+        assert tf is not None
+        out[device_id] = (version, tf.hashes["sha256"])
+    return out
+
+
+# every write of a 4-device change: 4 records, 8 chain files, 4 timestamps, the lock, index shards
+@pytest.mark.parametrize("writes_allowed", [0, 1, 3, 5, 9, 13, 15, 17, 19])
+def test_a_crash_at_any_write_leaves_whole_chains_and_running_again_completes(
+        template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes_allowed: int) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    monkeypatch.setenv("OTACTL_KEY_PASSPHRASE", "director-crash-test")
+    ctx = Context.open(ws)
+    before = _chains(ctx)
+    crashing = Context(ctx.workspace, ctx.trust, CrashingStore(ctx.store, writes_allowed), ctx.signers, ctx.now)
+    with pytest.raises(SimulatedCrash):
+        import_devices(crashing, _records("after"), "inventory")
+    middle = _chains(Context.open(ws))  # every chain verifies: old or new, never broken
+    for device_id, (version, _) in middle.items():
+        assert version in (before[device_id][0], before[device_id][0] + 1)
+
+    publish_pending(Context.open(ws))  # clears the lock a crash left (nothing to replay)
+    assert not Context.open(ws).store.exists(JOURNAL_KEY)
+    import_devices(Context.open(ws), _records("after"), "inventory")
+    after = Context.open(ws)
+    checked, problems = director_app.verify(after)
+    assert (checked, problems) == (len(IDS), [])
+    for device_id, (version, _) in _chains(after).items():
+        assert version >= middle[device_id][0]  # never below what a device may have seen
+        row = director_app.Index(after).get(device_id)
+        assert row is not None and row.tags == ("after",) and row.version == version
