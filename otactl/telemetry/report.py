@@ -64,6 +64,7 @@ class Refusal(StrEnum):
     MALFORMED = "malformed"
     OVERSIZED = "oversized"
     UNSIGNED = "unsigned"
+    WRONG_SHARD = "wrong_shard"  # the device belongs to another ingest shard (decision 0207)
     UNKNOWN_KEY = "unknown_key"
     BAD_SIGNATURE = "bad_signature"
     MISMATCH = "mismatch"  # model/variant/region differ from the device's enrolment
