@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otactl.errors import UsageError
+from otactl.telemetry.report import Event
 from otactl.telemetry.shards import (
     UNROUTABLE_SHARD,
     BadShardAnswer,
@@ -80,8 +81,15 @@ def test_bad_shard_specs_are_usage_errors(spec: str, message: str) -> None:
     assert err.value.exit_code == 2
 
 
-def test_the_device_id_is_read_from_the_payload_or_not_at_all() -> None:
+def test_the_device_id_is_read_from_the_payload_or_not_at_all(fleet) -> None:  # type: ignore[no-untyped-def]
     assert device_id_of(envelope("trk-0001")) == "trk-0001"
+    signed = fleet.reporter("trk-0003").event("2.1.0", "canary", Event.OFFERED, fleet.now).to_json()
+    assert signed["payload"].startswith('{"device_id":"trk-0003"')  # canonical: read without parsing
+    assert device_id_of(signed) == "trk-0003"
+    for payload, device_id in (('{"device_id":"a\\u0062","seq":1}', "ab"),  # an escape: parsed
+                               ('{ "device_id": "trk-0002" }', "trk-0002"),  # not canonical: parsed
+                               ('{"device_id":"trk-0002', None)):  # fmt: skip
+        assert device_id_of({"payload": payload}) == device_id, payload
     for bad in (None, 3, [], {}, {"payload": 3}, {"payload": "not json"}, {"payload": "[1]"},
                 {"payload": '{"device_id": 7}'}, {"payload": "[" * 100_000}):  # fmt: skip
         assert device_id_of(bad) is None, bad
