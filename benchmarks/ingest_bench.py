@@ -189,9 +189,10 @@ def measure(reporters: list[DeviceReporter], bodies: list[list[bytes]], workers:
                 proc, url = start_router(Path(tmp), urls)
                 procs.append(proc)
             time.sleep(1.0 if workers > 1 else 0)  # every worker up
-            cpu0, client0 = sum(cpu_seconds(p.pid) for p in procs), time.process_time()
+            cpu0, client0 = [cpu_seconds(p.pid) for p in procs], time.process_time()
             accepted, refused, elapsed = post_all(url, bodies)
-            server_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+            cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+            server_cpu, router_cpu = sum(cpu), (cpu[-1] if shards else 0.0)
             client_cpu = time.process_time() - client0
             load = os.getloadavg()[0]
         finally:
@@ -202,6 +203,7 @@ def measure(reporters: list[DeviceReporter], bodies: list[list[bytes]], workers:
     return {"accepted": accepted, "refused": refused, "seconds": round(elapsed, 3),
             "reports_per_s": round(accepted / elapsed),
             "server_cpu_us_per_report": round(server_cpu / accepted * 1e6, 1),
+            "router_cpu_us_per_report": round(router_cpu / accepted * 1e6, 1),
             "client_cpu_us_per_report": round(client_cpu / accepted * 1e6, 1),
             "load_average_1m": round(load, 1)}  # fmt: skip
 
@@ -241,7 +243,8 @@ def main() -> None:
                 print(
                     f"{label}: accepted {result['accepted']}/{args.reports} reports ({result['refused']} refused) in "
                     f"{result['seconds']:.2f}s: {result['reports_per_s']} reports/s; CPU per report: servers "
-                    f"{result['server_cpu_us_per_report']} us, load generator {result['client_cpu_us_per_report']} us; "
+                    f"{result['server_cpu_us_per_report']} us (router {result['router_cpu_us_per_report']} us), "
+                    f"load generator {result['client_cpu_us_per_report']} us; "
                     f"1-min load average {result['load_average_1m']} (batch {args.batch}, {args.clients} clients, "
                     f"{args.workers} workers each, {args.devices} devices, {os.cpu_count()} CPUs)", flush=True,
                 )  # fmt: skip
