@@ -104,7 +104,11 @@ def serve(
             warn(str(refused))
         warn(f"{len(registry.refused)} of {len(registry) + len(registry.refused)} device records not enrolled "
              "(their entitlement does not verify); their reports will be refused")
-    ReportStore(db).close()  # the schema exists before any worker opens the database
+    store = ReportStore(db)  # the schema exists before any worker opens the database
+    try:
+        store.claim_shard(None if shard is None else str(shard))
+    finally:
+        store.close()
     sock = bind(host, port)
     if ready is not None:
         ready(url_of(sock))

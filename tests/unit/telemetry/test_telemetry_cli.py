@@ -134,3 +134,14 @@ def test_bad_shard_options_are_one_line_and_exit_2(tmp_path: Path, args: list[st
     assert message in done.stderr
     assert done.stderr.startswith("otactl: error:") and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr and not (tmp_path / "t.db").exists()
+
+
+def test_serve_refuses_a_database_of_another_shard(tmp_path: Path) -> None:
+    (tmp_path / "devices.json").write_text("[]")
+    store = ReportStore(tmp_path / "shard0.db")
+    store.claim_shard("0/2")
+    store.close()
+    done = otactl("telemetry", "serve", "--db", str(tmp_path / "shard0.db"),
+                  "--devices", str(tmp_path / "devices.json"), "--shard", "1/2", "--port", "0")  # fmt: skip
+    assert done.returncode == 1
+    assert "belongs to shard 0/2, not --shard 1/2" in done.stderr and "Traceback" not in done.stderr

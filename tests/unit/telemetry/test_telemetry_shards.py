@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otactl.errors import UsageError
+from otactl.errors import StoreError, UsageError
 from otactl.telemetry.report import Event
 from otactl.telemetry.shards import (
     UNROUTABLE_SHARD,
@@ -23,6 +24,7 @@ from otactl.telemetry.shards import (
     shard_of,
     split,
 )
+from otactl.telemetry.store import ReportStore
 
 
 def envelope(device_id: str, seq: int = 1) -> dict[str, str]:
@@ -146,3 +148,24 @@ def test_a_shards_answer_must_match_its_part(doc: object) -> None:
     with pytest.raises(BadShardAnswer):
         part_results(doc, 2)
     assert part_results({"results": results(2)}, 2) == results(2)
+
+
+def test_a_database_belongs_to_the_shard_it_first_served(tmp_path: Path) -> None:
+    store = ReportStore(tmp_path / "shard0.db")
+    try:
+        store.claim_shard("0/2")
+        store.claim_shard("0/2")  # a restart as the same shard
+        for other, message in (("0/3", "not --shard 0/3"), ("1/2", "not --shard 1/2"), (None, "not unsharded")):
+            with pytest.raises(StoreError, match=f"belongs to shard 0/2, {message}: its devices' replay state"):
+                store.claim_shard(other)
+    finally:
+        store.close()
+    single = ReportStore(tmp_path / "single.db")
+    try:
+        single.claim_shard(None)
+        single.claim_shard(None)
+        single.claim_shard("0/3")  # a single ingest becomes shard 0 (resharding, docs/scaling.md)
+        with pytest.raises(StoreError):
+            single.claim_shard(None)
+    finally:
+        single.close()
