@@ -75,8 +75,9 @@ def route(
 ) -> None:
     """One address for sharded ingests: split each batch by device shard, forward, merge the results.
 
-    A shard that cannot be reached makes the request answer 503 (devices send again; what its
-    shards stored is refused as replayed, never counted twice). GET /healthz reports every shard.
+    A shard that cannot take its part: 503 with every report's result; devices resend those answered unavailable.
+
+    GET /healthz reports every shard; GET /metrics the router's own counters.
 
     \b
     Example:
