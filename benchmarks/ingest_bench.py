@@ -6,7 +6,13 @@ posts batches from a few client threads and counts what the ingest accepted.
 
     python benchmarks/ingest_bench.py --devices 2000 --reports 100000 --batch 500 --clients 4 --workers 2
 
-Prints reports/s (wall clock) and the server's CPU time per report (less sensitive to other load).
+With ``--shards N`` the reports go through `otactl telemetry route` to N `serve --shard I/N`
+processes (each its own database) instead; with ``--compare`` one run measures both, one ingest
+and router + N shards, the same pre-signed reports, alternating for ``--rounds`` rounds:
+
+    python benchmarks/ingest_bench.py --reports 60000 --clients 2 --shards 2 --compare --rounds 2
+
+Prints reports/s (wall clock) and the servers' CPU time per report (less sensitive to other load).
 """
 
 from __future__ import annotations
@@ -85,7 +91,26 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def start_ingest(workdir: Path, reporters: list[DeviceReporter], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def wait_ready(proc: subprocess.Popen[bytes], log: Path, prefix: str) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith(prefix):
+                url = line.split(" on ", 1)[1].split(" ", 1)[0]
+                try:
+                    if httpx.get(f"{url}/healthz").status_code == 200:
+                        return url
+                except httpx.TransportError:
+                    pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{prefix.strip()} did not start:\n{log.read_text()}")
+
+
+def start_ingest(workdir: Path, reporters: list[DeviceReporter], workers: int,
+                 shard: str | None = None) -> tuple[subprocess.Popen[bytes], str]:  # fmt: skip
     devices = workdir / "devices.json"
     devices.write_text(
         json.dumps([
@@ -94,28 +119,27 @@ def start_ingest(workdir: Path, reporters: list[DeviceReporter], workers: int) -
             for r in reporters
         ])
     )  # fmt: skip
-    log = workdir / "ingest.log"
+    name = "telemetry" if shard is None else f"shard{shard.split('/')[0]}"
+    log = workdir / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "otactl.cli.main", "telemetry", "serve", "--db", str(workdir / "telemetry.db"),
-             "--devices", str(devices), "--port", "0", "--workers", str(workers)],
+            [sys.executable, "-m", "otactl.cli.main", "telemetry", "serve", "--db", str(workdir / f"{name}.db"),
+             "--devices", str(devices), "--port", "0", "--workers", str(workers),
+             *([] if shard is None else ["--shard", shard])],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if line.startswith("otactl telemetry ingest on "):
-                url = line.split(" on ", 1)[1].split(" ", 1)[0]
-                try:
-                    if httpx.get(f"{url}/healthz").status_code == 200:
-                        return proc, url
-                except httpx.TransportError:
-                    pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"the ingest did not start:\n{log.read_text()}")
+    return proc, wait_ready(proc, log, "otactl telemetry ingest on ")
+
+
+def start_router(workdir: Path, urls: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    log = workdir / "router.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "otactl.cli.main", "telemetry", "route",
+             *[a for url in urls for a in ("--shard", url)], "--port", "0"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    return proc, wait_ready(proc, log, "otactl telemetry router on ")
 
 
 def post_all(url: str, bodies: list[list[bytes]]) -> tuple[int, int, float]:
@@ -148,50 +172,96 @@ def post_all(url: str, bodies: list[list[bytes]]) -> tuple[int, int, float]:
     return totals[0], totals[1], elapsed
 
 
+def measure(reporters: list[DeviceReporter], bodies: list[list[bytes]], workers: int, shards: int) -> dict[str, float]:
+    """One ingest (``shards`` 0) or router + ``shards`` shards, fresh databases: what it accepted."""
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            if shards == 0:
+                proc, url = start_ingest(Path(tmp), reporters, workers)
+                procs.append(proc)
+            else:
+                urls = []
+                for i in range(shards):
+                    proc, shard_url = start_ingest(Path(tmp), reporters, workers, shard=f"{i}/{shards}")
+                    procs.append(proc)
+                    urls.append(shard_url)
+                proc, url = start_router(Path(tmp), urls)
+                procs.append(proc)
+            time.sleep(1.0 if workers > 1 else 0)  # every worker up
+            cpu0, client0 = [cpu_seconds(p.pid) for p in procs], time.process_time()
+            accepted, refused, elapsed = post_all(url, bodies)
+            cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+            server_cpu, router_cpu = sum(cpu), (cpu[-1] if shards else 0.0)
+            client_cpu = time.process_time() - client0
+            load = os.getloadavg()[0]
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(timeout=30)
+    return {"accepted": accepted, "refused": refused, "seconds": round(elapsed, 3),
+            "reports_per_s": round(accepted / elapsed),
+            "server_cpu_us_per_report": round(server_cpu / accepted * 1e6, 1),
+            "router_cpu_us_per_report": round(router_cpu / accepted * 1e6, 1),
+            "client_cpu_us_per_report": round(client_cpu / accepted * 1e6, 1),
+            "load_average_1m": round(load, 1)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument("--reports", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1, help="ingest worker processes")
-    parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of the ingest (of each shard)")
+    parser.add_argument("--shards", type=int, default=0, help="router + this many shards (0: one ingest)")
+    parser.add_argument("--compare", action="store_true", help="measure one ingest and router + --shards shards")
+    parser.add_argument("--rounds", type=int, default=1, help="with --compare: rounds, alternating the order")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per measurement instead of text")
     args = parser.parse_args()
+    if args.compare and args.shards < 1:
+        parser.error("--compare needs --shards N (N >= 1)")
 
     reporters = make_fleet(args.devices)
     t0 = time.perf_counter()
     bodies = make_bodies(reporters, args.reports, args.batch, args.clients)
     signing_s = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
-        proc, url = start_ingest(Path(tmp), reporters, args.workers)
-        time.sleep(1.0 if args.workers > 1 else 0)  # every worker up
-        try:
-            cpu0, client0 = cpu_seconds(proc.pid), time.process_time()
-            accepted, refused, elapsed = post_all(url, bodies)
-            server_cpu, client_cpu = cpu_seconds(proc.pid) - cpu0, time.process_time() - client0
-            load = os.getloadavg()[0]
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    result = {
-        "reports": args.reports, "accepted": accepted, "refused": refused, "devices": args.devices,
-        "batch": args.batch, "clients": args.clients, "workers": args.workers, "seconds": round(elapsed, 3),
-        "reports_per_s": round(accepted / elapsed), "server_cpu_us_per_report": round(server_cpu / accepted * 1e6, 1),
-        "client_cpu_us_per_report": round(client_cpu / accepted * 1e6, 1), "load_average_1m": round(load, 1),
-        "presign_seconds": round(signing_s, 1), "cpus": os.cpu_count(),
-    }  # fmt: skip
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"accepted {accepted}/{args.reports} reports ({refused} refused) in {elapsed:.2f}s: "
-            f"{result['reports_per_s']} reports/s; CPU per report: server {result['server_cpu_us_per_report']} us, "
-            f"load generator {result['client_cpu_us_per_report']} us; 1-min load average {load:.1f} "
-            f"(batch {args.batch}, {args.clients} clients, {args.workers} workers, {args.devices} devices, "
-            f"{os.cpu_count()} CPUs)"
-        )
-    if accepted != args.reports:
-        raise SystemExit("not every report was accepted")
+    setups = [0, args.shards] if args.compare else [args.shards]
+    runs: dict[int, list[dict[str, float]]] = {n: [] for n in setups}
+    for r in range(args.rounds if args.compare else 1):
+        for shards in setups if r % 2 == 0 else setups[::-1]:
+            result = measure(reporters, bodies, args.workers, shards)
+            runs[shards].append(result)
+            label = "1 ingest" if shards == 0 else f"router + {shards} shards"
+            common = {"setup": label, "reports": args.reports, "devices": args.devices, "batch": args.batch,
+                      "clients": args.clients, "workers": args.workers, "presign_seconds": round(signing_s, 1),
+                      "cpus": os.cpu_count()}  # fmt: skip
+            if args.json:
+                print(json.dumps({**common, **result}), flush=True)
+            else:
+                print(
+                    f"{label}: accepted {result['accepted']}/{args.reports} reports ({result['refused']} refused) in "
+                    f"{result['seconds']:.2f}s: {result['reports_per_s']} reports/s; CPU per report: servers "
+                    f"{result['server_cpu_us_per_report']} us (router {result['router_cpu_us_per_report']} us), "
+                    f"load generator {result['client_cpu_us_per_report']} us; "
+                    f"1-min load average {result['load_average_1m']} (batch {args.batch}, {args.clients} clients, "
+                    f"{args.workers} workers each, {args.devices} devices, {os.cpu_count()} CPUs)", flush=True,
+                )  # fmt: skip
+            if result["accepted"] != args.reports:
+                raise SystemExit("not every report was accepted")
+    if args.compare and not args.json:
+        def median(xs: list[float]) -> float:
+            xs = sorted(xs)
+            return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+        one, many = runs[0], runs[args.shards]
+        def ratio(key: str) -> float:
+            return median([m[key] for m in many]) / median([o[key] for o in one])
+
+        rate, cpu = ratio("reports_per_s"), ratio("server_cpu_us_per_report")
+        print(f"router + {args.shards} shards / 1 ingest (medians of {len(one)}): reports/s x{rate:.2f}, "
+              f"server CPU per report x{cpu:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ batches (POST /v1/reports, docs/formats.md).
 Signing and the payload format are telemetry's (``otactl.telemetry.reporter``): this module only
 keeps the ``seq`` counter across restarts and the outbox across ingest outages. A batch the ingest
 answers with 200 leaves the outbox (its refused reports are counted: they can never succeed); a
-connection error or a 5xx keeps it for the next flush; a 413 halves the batch size. The outbox is
-bounded: past ``capacity`` the oldest reports are dropped and counted.
+connection error or a 5xx keeps it for the next flush; a 413 halves the batch size. A 503 from the
+shard router (decision 0207) that carries every report's result keeps only the reports answered
+``unavailable``: the others reached their shard. The outbox is bounded: past ``capacity`` the oldest
+reports are dropped and counted.
 """
 
 from __future__ import annotations
@@ -42,6 +44,21 @@ def _one_line(reason: str | None) -> str | None:
     if not reason:
         return None
     return re.sub(r"[\x00-\x1f\s]+", " ", reason).strip()[:256] or None
+
+
+def _taken(response: httpx.Response, size: int) -> list[str] | None:
+    """Each report's status in a 503 that answers every report (the shard router's), else None."""
+    if response.status_code != 503:
+        return None
+    try:
+        results = response.json()["results"]
+        statuses = [str(r["status"]) for r in results]
+    except (ValueError, KeyError, TypeError):
+        return None
+    ordered = [r.get("index") for r in results] == list(range(size))
+    if len(statuses) != size or not ordered or not set(statuses) <= {"accepted", "refused", "unavailable"}:
+        return None
+    return statuses
 
 
 class Outbox:
@@ -110,6 +127,13 @@ class Outbox:
                 continue
             if response.status_code >= 500 or response.status_code == 429:
                 error = f"{url}: HTTP {response.status_code}"
+                taken = _taken(response, len(batch))
+                if taken is not None:  # a router: the shards that answered took their part
+                    self.log.outbox[: len(batch)] = [e for e, r in zip(batch, taken, strict=True)
+                                                     if r == "unavailable"]  # fmt: skip
+                    accepted += taken.count("accepted")
+                    refused += taken.count("refused")
+                    posted += taken.count("accepted") + taken.count("refused")
                 break
             del self.log.outbox[: len(batch)]
             posted += len(batch)

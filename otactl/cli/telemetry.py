@@ -1,4 +1,5 @@
-"""`otactl telemetry serve|query`: run the embedded ingest, read cohort health counts."""
+"""`otactl telemetry serve|route|query`: run the embedded ingest (or a shard of it, behind a router),
+read cohort health counts."""
 
 from __future__ import annotations
 
@@ -31,22 +32,64 @@ def serve(
         typer.Option("--entitlement-signers", help="The repository's entitlement signers (signing/"
                      "entitlement-signers.json): enroll only records whose entitlement verifies."),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", metavar="I/N", help="Be shard I of N (e.g. 0/3): take only the reports of the "
+                     "devices that hash to it, refuse the others' (wrong_shard). Each shard has its own --db."),
+    ] = None,
 ) -> None:
     """Run the ingest: POST /v1/reports, GET /metrics (for Prometheus), GET /healthz (Ctrl-C stops it).
 
     \b
     Example:
       otactl telemetry serve --devices devices.yaml --db telemetry.db --port 8787
+      otactl telemetry serve --devices devices.yaml --db shard0.db --port 8801 --shard 0/2
     """
     from datetime import timedelta
 
     from otactl.telemetry.ingest import IngestLimits
     from otactl.telemetry.server import serve as run
+    from otactl.telemetry.shards import Shard
 
+    which = None if shard is None else Shard.parse(shard)
     limits = IngestLimits(max_body_bytes=max_body, clock_skew=timedelta(seconds=clock_skew))
+    where = f"database {db}" if which is None else f"database {db}, shard {which}"
     run(db, devices, host, port, workers=workers, limits=limits, entitlement_signers=entitlement_signers,
-        ready=lambda url: info(f"otactl telemetry ingest on {url} (database {db})"),
+        shard=which, ready=lambda url: info(f"otactl telemetry ingest on {url} ({where})"),
         warn=lambda text: info(f"warning: {text}"))  # fmt: skip
+
+
+@app.command("route")
+def route(
+    shard: Annotated[
+        list[str],
+        typer.Option("--shard", metavar="URL", help="A shard's base URL, in shard order: the first is shard 0/N "
+                     "(repeat once per shard)."),
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port to listen on.")] = 8787,
+    max_body: Annotated[int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")] = 1 << 20,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for a shard before answering 503.")
+    ] = 30.0,
+) -> None:
+    """One address for sharded ingests: split each batch by device shard, forward, merge the results.
+
+    A shard that cannot take its part: 503 with every report's result; devices resend those answered unavailable.
+
+    GET /healthz reports every shard; GET /metrics the router's own counters.
+
+    \b
+    Example:
+      otactl telemetry route --shard http://10.0.0.1:8787 --shard http://10.0.0.2:8787 --port 8787
+    """
+    from otactl.telemetry.ingest import IngestLimits
+    from otactl.telemetry.router import parse_shard_urls
+    from otactl.telemetry.router import serve as run
+
+    urls = parse_shard_urls(shard)
+    run(urls, host, port, limits=IngestLimits(max_body_bytes=max_body), timeout=timeout,
+        ready=lambda url: info(f"otactl telemetry router on {url} ({len(urls)} shards)"))  # fmt: skip
 
 
 @app.command("query")

@@ -1,9 +1,10 @@
 """The stateless half of report admission: envelope shape, size, parse, enrolment, signature, clock.
 
 Checks run in a fixed order, so each refused report gets exactly one reason:
-malformed envelope → oversized → unsigned → malformed payload → unknown_key → bad_signature →
-mismatch → future. The stateful check (replayed: ``seq`` not above the device's last) runs in the
-store, inside the transaction that writes the batch.
+malformed envelope → oversized → unsigned → malformed payload → wrong_shard (an ingest shard
+refuses a device that hashes to another shard, before spending a signature check on it: decision
+0207) → unknown_key → bad_signature → mismatch → future. The stateful check (replayed: ``seq``
+not above the device's last) runs in the store, inside the transaction that writes the batch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from otactl.telemetry.report import (
     parse_payload,
     verify_signature,
 )
+from otactl.telemetry.shards import Shard, shard_of
 
 DEFAULT_MAX_PAYLOAD_BYTES = 4096
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
@@ -44,8 +46,10 @@ class ReportVerifier:
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+        shard: Shard | None = None,
     ) -> None:
         self.registry = registry
+        self.shard = shard
         self.max_payload_bytes = max_payload_bytes
         self.clock_skew = clock_skew
 
@@ -77,6 +81,12 @@ class ReportVerifier:
         if not isinstance(signature, str):
             raise ReportError(Refusal.MALFORMED, "signature must be a hex string")
         report = parse_payload(payload)
+        if self.shard is not None and not self.shard.holds(report.device_id):
+            raise ReportError(
+                Refusal.WRONG_SHARD,
+                f"device {report.device_id!r} belongs to shard {shard_of(report.device_id, self.shard.count)}"
+                f"/{self.shard.count}, this ingest is shard {self.shard}",
+            )
         key = self.registry.verify_key(report.device_id)
         device = self.registry.get(report.device_id)
         if key is None or device is None:

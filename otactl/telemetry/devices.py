@@ -187,6 +187,16 @@ class DeviceRegistry:
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._devices
 
+    def subset(self, keep: Callable[[str], bool]) -> DeviceRegistry:
+        """The devices whose id ``keep`` holds (an ingest shard's), their proofs already checked; the
+        refused records likewise."""
+        out = DeviceRegistry(signers=self.signers)
+        for device in self:
+            if keep(device.device_id):
+                out.add(device)
+        out.refused = [r for r in self.refused if keep(r.device_id)]
+        return out
+
     def enrolled_by_stratum(self) -> dict[StratumKey, int]:
         return dict(Counter(d.stratum for d in self._devices.values()))
 

@@ -2,7 +2,7 @@
 
     POST /v1/reports   {"reports": [<envelope>, ...]} -> per-report accept/refuse results
     GET  /metrics      Prometheus exposition of the store's aggregates (see metrics.py)
-    GET  /healthz      200 when the store answers
+    GET  /healthz      200 when the store answers (with its shard, "I/N", when it is one)
 
 A refused report never reaches the store; it is counted by reason
 (``otactl_reports_rejected_total``).
@@ -37,6 +37,7 @@ from otactl.telemetry.checks import (
 )
 from otactl.telemetry.devices import DeviceRegistry
 from otactl.telemetry.report import Refusal
+from otactl.telemetry.shards import Shard
 from otactl.telemetry.store import ReportStore
 
 RESULTS_SCHEMA = "otactl/report-results/1"
@@ -65,13 +66,15 @@ class Ingest:
         *,
         limits: IngestLimits = IngestLimits(),
         clock: Callable[[], datetime] = utc_now,
+        shard: Shard | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.limits = limits
         self.clock = clock
+        self.shard = shard
         self.verifier = ReportVerifier(
-            registry, max_payload_bytes=limits.max_payload_bytes, clock_skew=limits.clock_skew
+            registry, max_payload_bytes=limits.max_payload_bytes, clock_skew=limits.clock_skew, shard=shard
         )
 
     def refuse_request(self, status: int, reason: Refusal, detail: str) -> tuple[int, dict[str, Any]]:
@@ -124,7 +127,7 @@ class Ingest:
         }
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
+async def read_limited(request: Request, limit: int) -> bytes | None:
     """The body, or None as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -146,12 +149,14 @@ def create_app(
     limits: IngestLimits = IngestLimits(),
     clock: Callable[[], datetime] = utc_now,
     close_store_on_shutdown: bool = False,
+    shard: Shard | None = None,
 ) -> Starlette:
-    """The ingest app. With ``close_store_on_shutdown`` the server's graceful shutdown closes the store."""
-    ingest = Ingest(store, registry, limits=limits, clock=clock)
+    """The ingest app. With ``close_store_on_shutdown`` the server's graceful shutdown closes the store.
+    With ``shard``, it admits only the reports of that shard's devices (the others: ``wrong_shard``)."""
+    ingest = Ingest(store, registry, limits=limits, clock=clock, shard=shard)
 
     async def post_reports(request: Request) -> Response:
-        body = await _read_limited(request, limits.max_body_bytes)
+        body = await read_limited(request, limits.max_body_bytes)
         if body is None:
             detail = f"the body is over {limits.max_body_bytes} bytes"
             status, doc = await run_in_threadpool(ingest.refuse_request, 413, Refusal.OVERSIZED, detail)
@@ -176,7 +181,10 @@ def create_app(
             await run_in_threadpool(store.ping)
         except StoreError:
             return JSONResponse({"status": "unavailable"}, status_code=503)
-        return JSONResponse({"status": "ok", "devices": len(registry)})
+        health: dict[str, object] = {"status": "ok", "devices": len(registry)}
+        if shard is not None:
+            health["shard"] = str(shard)  # the router checks it is the shard it thinks
+        return JSONResponse(health)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

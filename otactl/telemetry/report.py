@@ -31,6 +31,7 @@ MAX_METRICS = 32
 DeviceId = NewType("DeviceId", str)
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+IDENTIFIER = _IDENT  # device ids, models, variants, regions, releases: never an escape in canonical JSON
 _METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,30})(?:\.[0-9]{1,30})?")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -64,6 +65,7 @@ class Refusal(StrEnum):
     MALFORMED = "malformed"
     OVERSIZED = "oversized"
     UNSIGNED = "unsigned"
+    WRONG_SHARD = "wrong_shard"  # the device belongs to another ingest shard (decision 0207)
     UNKNOWN_KEY = "unknown_key"
     BAD_SIGNATURE = "bad_signature"
     MISMATCH = "mismatch"  # model/variant/region differ from the device's enrolment

@@ -234,6 +234,26 @@ class ReportStore:
         with self._reading() as conn:
             return int(conn.execute("SELECT count(*) FROM reports").fetchone()[0])
 
+    def claim_shard(self, shard: str | None) -> None:
+        """Bind the database to one shard ("I/N") on its first sharded start; refuse another after.
+
+        A device's replay state lives in its shard's database only (decision 0207), so a database
+        started as another shard, or unsharded after being a shard, would admit reports whose last
+        ``seq`` it does not hold. An unsharded database that was never a shard stays as it was. The
+        ``ingest_shard`` table is additive: readers never look at it (the schema stays 3).
+        """
+        with self._transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS ingest_shard (spec TEXT NOT NULL)")
+            row = conn.execute("SELECT spec FROM ingest_shard").fetchone()
+            if row is None and shard is not None:
+                conn.execute("INSERT INTO ingest_shard (spec) VALUES (?)", (shard,))
+            elif row is not None and row[0] != shard:
+                now = "unsharded" if shard is None else f"--shard {shard}"
+                raise StoreError(
+                    f"telemetry database {self.path} belongs to shard {row[0]}, not {now}: its devices' replay "
+                    "state is there; changing shards moves it (docs/scaling.md, resharding)"
+                )
+
     def ping(self) -> None:
         with self._reading() as conn:
             conn.execute("SELECT 1 FROM counters LIMIT 1").fetchall()

@@ -18,12 +18,21 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import astuple, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import httpx
 import pytest
 from fixtures.prometheus import PrometheusServer
-from telemetry_parts import Fleet, IngestProcess, signing_key, utc_now
+from telemetry_parts import (
+    QUERIES,
+    Fleet,
+    IngestProcess,
+    bad_reports,
+    ring_of,
+    rollout_batch,
+    signing_key,
+    utc_now,
+)
 
 from otactl.telemetry.counters import LATE_AGES, counts_from_totals
 from otactl.telemetry.prometheus import PrometheusSource
@@ -35,59 +44,6 @@ from otactl.telemetry.store import SqliteSource
 pytestmark = pytest.mark.integration
 
 ACCEPTED = "otactl_reports_accepted_total"
-
-
-def rollout_batch(fleet: Fleet, release: str, rings: dict[str, str | None], crash_every: int) -> list[Envelope]:
-    """Each device: offered, installed, then committed/reverted/failed, then two health reports."""
-    now = utc_now()
-    out = []
-    for i, (device_id, r) in enumerate(sorted(fleet.reporters.items())):
-        ring = rings[device_id]
-        finish = [Event.COMMITTED, Event.COMMITTED, Event.REVERTED, Event.FAILED][i % 4]
-        out += [r.event(release, ring, Event.OFFERED, now), r.event(release, ring, Event.INSTALLED, now),
-                r.event(release, ring, finish, now, reason=None if finish is Event.COMMITTED else "boot check"),
-                r.health(release, ring, now, uptime_s=600 * (i + 1), crashes=int(i % crash_every == 0), errors=i,
-                         metrics={"temp_c": "71.5", "rpm": 900}),
-                r.health(release, ring, now, uptime_s=1200, crashes=2 if i == 3 else 0)]  # fmt: skip
-    return out
-
-
-def bad_reports(fleet: Fleet, replay: Envelope) -> tuple[list[object], dict[str, int]]:
-    """One report refused for each reason (all `booted` events, so none may show up in the store)."""
-    r = fleet.reporters["trk-0001"]
-    good = r.event("2.1.0", "canary", Event.BOOTED, utc_now())
-    report = parse_payload(good.payload)
-    stranger = sign_report(replace(report, device_id="trk-0999"), signing_key("trk-0999"))  # type: ignore[arg-type]
-    mismatch = sign_report(replace(report, seq=report.seq + 1, variant="hp-500"), signing_key("trk-0001"))
-    future = r.event("2.1.0", "canary", Event.BOOTED, utc_now() + timedelta(hours=1))
-    reports: list[object] = [
-        {"payload": "not json", "signature": "00" * 64},
-        {"payload": good.payload},
-        {"payload": good.payload.replace('"seq":', '"seq":1'), "signature": good.signature},
-        stranger.to_json(),
-        mismatch.to_json(),
-        future.to_json(),
-        replay.to_json(),
-        {"payload": "x" * 5000, "signature": good.signature},
-    ]
-    expected = {"malformed": 1, "unsigned": 1, "bad_signature": 1, "unknown_key": 1, "mismatch": 1, "future": 1,
-                "replayed": 1, "oversized": 1}  # fmt: skip
-    return reports, expected
-
-
-def ring_of(fleet: Fleet) -> dict[str, str | None]:
-    names = sorted(fleet.reporters)
-    return {d: ("canary" if i < 4 else "early" if i < 8 else None) for i, d in enumerate(names)}
-
-
-QUERIES = {
-    "everything": dict(release="2.1.0"),
-    "canary ring": dict(release="2.1.0", rings=frozenset({"canary"})),
-    "two rings": dict(release="2.1.0", rings=frozenset({"canary", "early"})),
-    "one stratum": dict(release="2.1.0", strata=frozenset({StratumKey("t9-engine", "hp-400", "eu")})),
-    "old release": dict(release="2.0.0"),
-    "nothing": dict(release="9.9.9"),
-}
 
 
 def assert_parity(prom: PrometheusSource, embedded: SqliteSource, **window: object) -> None:

@@ -109,6 +109,25 @@ def test_batches_are_posted_oldest_first_and_halved_on_413(state: DeviceState) -
     assert seen == [[1, 2], [3, 4], [5, 6], [7]]
 
 
+def test_a_routers_503_keeps_only_the_reports_its_down_shard_did_not_take(state: DeviceState) -> None:
+    """The shard router answers 503 with every report's result when one shard is down (decision 0207)."""
+    def router(request: httpx.Request) -> httpx.Response:
+        batch = json.loads(request.content)["reports"]
+        results = [{"index": i, "status": ["accepted", "unavailable", "refused"][i % 3]} for i in range(len(batch))]
+        return httpx.Response(503, json={"error": "unavailable", "results": results})
+
+    outbox = Outbox(state, KEY)
+    queue(outbox, 5)
+    result = outbox.flush(client(router), "http://router.test")
+    assert (result.accepted, result.refused, result.pending) == (2, 1, 2) and result.error
+    assert [parse_payload(e["payload"]).seq for e in Outbox(state, KEY).log.outbox] == [2, 5]  # saved
+
+    def not_every_report(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"error": "unavailable", "results": [{"index": 0, "status": "accepted"}]})
+
+    assert outbox.flush(client(not_every_report), "http://router.test").pending == 2  # kept whole
+
+
 def test_refused_reports_leave_the_outbox_and_are_counted(state: DeviceState, tmp_path: Path) -> None:
     outbox = Outbox(state, KEY)
     queue(outbox, 2)

@@ -105,7 +105,8 @@ def test_help_imports_nothing_heavy() -> None:
 
 
 # Commands that print no result of their own to render: servers, and a fetch that writes the target's bytes.
-NO_OUTPUT_OPTION = {("repo", "serve"), ("repo", "fetch"), ("telemetry", "serve")}
+NO_OUTPUT_OPTION = {("repo", "serve"), ("repo", "fetch"), ("telemetry", "serve"),
+                    ("telemetry", "route")}
 
 
 @pytest.mark.parametrize(("path", "cmd"), [(p, c) for p, c in COMMANDS if not hasattr(c, "commands")],

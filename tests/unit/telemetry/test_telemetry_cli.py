@@ -111,3 +111,37 @@ def test_serve_on_a_busy_port_is_one_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+BAD_SHARDING = {
+    "serve: index past the end": (["serve", "--devices", "devices.json", "--shard", "3/3"],
+                                  "--shard '3/3': shard 3 does not exist among 3 (0 to 2)"),
+    "serve: no shards": (["serve", "--devices", "devices.json", "--shard", "1/0"],
+                         "--shard '1/0': the shard count must be 1 to 1024, not 0"),
+    "serve: not I/N": (["serve", "--devices", "devices.json", "--shard", "first"], "expected I/N"),
+    "route: not a URL": (["route", "--shard", "10.0.0.1:8787"], "expected a shard's base URL like http://"),
+    "route: a shard twice": (["route", "--shard", "http://127.0.0.1:1", "--shard", "http://127.0.0.1:1/"],
+                             "given twice"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("args, message", BAD_SHARDING.values(), ids=BAD_SHARDING.keys())
+def test_bad_shard_options_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "devices.json").write_text("[]")
+    args = [str(tmp_path / a) if a == "devices.json" else a for a in args]
+    done = otactl("telemetry", *args, "--port", "0", *(["--db", str(tmp_path / "t.db")] if args[0] == "serve" else []))
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert done.stderr.startswith("otactl: error:") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr and not (tmp_path / "t.db").exists()
+
+
+def test_serve_refuses_a_database_of_another_shard(tmp_path: Path) -> None:
+    (tmp_path / "devices.json").write_text("[]")
+    store = ReportStore(tmp_path / "shard0.db")
+    store.claim_shard("0/2")
+    store.close()
+    done = otactl("telemetry", "serve", "--db", str(tmp_path / "shard0.db"),
+                  "--devices", str(tmp_path / "devices.json"), "--shard", "1/2", "--port", "0")  # fmt: skip
+    assert done.returncode == 1
+    assert "belongs to shard 0/2, not --shard 1/2" in done.stderr and "Traceback" not in done.stderr
