@@ -287,9 +287,16 @@ def ring_attributes(ctx: Context, model: str) -> Iterator[fleet_index.Attributes
             yield from fleet_index.attributes(data, f"{ctx.store.url}{key}", model)
 
 
-def key_owners(index: Index) -> dict[str, str]:
-    """Public key -> the device whose record binds it, over the whole fleet index."""
-    return {row.key: row.device_id for row in index.rows()}
+def key_owners(ctx: Context, keys: set[str]) -> dict[str, str]:
+    """Public key -> the device of the fleet index whose record binds it, for ``keys`` only (streamed:
+    a million-device index is read without building its rows)."""
+    out: dict[str, str] = {}
+    for number in range(fleet_index.SHARDS):
+        key = fleet_index.shard_key(number)
+        data = ctx.store.get_optional(key)
+        if data is not None:
+            out.update(fleet_index.owners_of(data, f"{ctx.store.url}{key}", keys))
+    return out
 
 
 def stale_rows(index: Index, before: datetime) -> list[fleet_index.Row]:

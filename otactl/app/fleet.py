@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile
@@ -24,9 +23,6 @@ from otactl.fleet.entitlements import DEFAULT_BATCH_SIZE, SIGNERS_PATH, Entitlem
 from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
 from otactl.repo.repository import Repository
-
-if TYPE_CHECKING:
-    from otactl.app import director as director_app
 
 
 @dataclass(frozen=True)
@@ -259,7 +255,7 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
     signers = published_signers(ctx, repo)
     where = _Records(ctx, repo)
     if where.index is not None:
-        _check_keys(where.index, records, source, lines)
+        _check_keys(ctx, records, source, lines)
     plan = _plan(ctx, where, records, signers)
     keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
     changed, unchanged, batches = _write(ctx, where, plan, keys, batch_size)
@@ -268,14 +264,13 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
                        len(plan.to_sign), batches, where.layout)
 
 
-def _check_keys(index: director_app.Index, records: list[DeviceRecord], source: str,
-                lines: Mapping[str, int] | None) -> None:
+def _check_keys(ctx: Context, records: list[DeviceRecord], source: str, lines: Mapping[str, int] | None) -> None:
     """A device key another device of the fleet already binds is refused (the inventory file itself is
     checked when read): two devices with one key could each sign the other's reports. A device that
     moves its key to another device in the same inventory is fine."""
     from otactl.app.director import key_owners
 
-    owners = key_owners(index)
+    owners = key_owners(ctx, {r.public_key for r in records})
     in_file = {r.device_id: r.public_key for r in records}
     for r in records:
         owner = owners.get(r.public_key)

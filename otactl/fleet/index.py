@@ -76,9 +76,10 @@ def decode(data: bytes, where: str) -> dict[str, Row]:
     rows: dict[str, Row] = {}
     for number, parts in _lines(data, where):
         try:
-            tags = () if parts[4] == _NONE else tuple(parts[4].split(","))
-            rows[parts[0]] = Row(parts[0], parts[1], parts[2], parts[3], tags, None if parts[5] == _NONE else parts[5],
-                                 parts[6], parts[7], int(parts[8]), int(parts[9]), int(parts[10]), parts[11])
+            tags = () if parts[4] == _NONE else tuple(sys.intern(t) for t in parts[4].split(","))
+            rows[parts[0]] = Row(parts[0], sys.intern(parts[1]), sys.intern(parts[2]), sys.intern(parts[3]), tags,
+                                 None if parts[5] == _NONE else parts[5], parts[6], parts[7], int(parts[8]),
+                                 int(parts[9]), int(parts[10]), parts[11])
         except ValueError:
             raise VerificationError(f"{where}: line {number}: length, version and expires must be integers") from None
     return rows
@@ -100,3 +101,10 @@ def attributes(data: bytes, where: str, model: str | None = None) -> Iterator[At
 
 def encode(rows: dict[str, Row]) -> bytes:
     return HEADER + "".join(rows[k].encode() + "\n" for k in sorted(rows)).encode()
+
+
+def owners_of(data: bytes, where: str, keys: set[str]) -> Iterator[tuple[str, str]]:
+    """(key, device id) for each row of the shard whose key is in ``keys``, without building rows."""
+    for _, parts in _lines(data, where):
+        if parts[11] in keys:
+            yield parts[11], parts[0]

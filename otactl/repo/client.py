@@ -187,7 +187,7 @@ def make_updater(
 def make_director_updater(root_bytes: bytes | None, base_url: str, device_id: str, client_dir: Path,
                           fetcher: FetcherInterface) -> Updater:
     """A device's ngclient for its own director chain (decision 0407): per-device timestamp, snapshot
-    and targets under ``director/devices/<id>/metadata/``, the shared root chain read through
+    and targets under ``director/devices/<id>/``, the shared root chain read through
     :class:`~otactl.repo.director.DirectorFetcher`, the record among the repository's targets.
     ``root_bytes`` is the director root to start from; None once ``client_dir`` trusts one."""
     from otactl.repo import director

@@ -8,7 +8,7 @@ rollout step (the image repository) no longer carries a snapshot entry per hash 
 
     director/metadata/<N>.root.json            the director's root chain (root keys = the image root's)
     director/metadata/root.json                the newest of them
-    director/devices/<id>/metadata/timestamp.json, <v>.snapshot.json, <v>.targets.json
+    director/devices/<id>/timestamp.json, <v>.snapshot.json, <v>.targets.json
     targets/devices/<sha256>.<id>.json         the record, content-addressed as every target
     director/index/<xx>.tsv                    the fleet index (``otactl.fleet.index``)
 
@@ -41,7 +41,7 @@ ROOT_TARGET = "director/root.json"  # in the image repository's top-level target
 # director role -> the image repository's trust role whose keys and threshold sign it
 ROLE_KEYS: dict[str, str] = {"root": "root", "targets": "devices", "snapshot": "snapshot", "timestamp": "timestamp"}
 _SERIALIZER = JSONSerializer(compact=True)
-_ROOT_URL = re.compile(r"^(?P<base>.*/)director/devices/[^/]+/metadata/(?P<file>\d+\.root\.json)$")
+_ROOT_URL = re.compile(r"^(?P<base>.*/)director/devices/[^/]+/(?P<file>\d+\.root\.json)$")
 
 
 def root_key(version: int | None) -> str:
@@ -49,7 +49,7 @@ def root_key(version: int | None) -> str:
 
 
 def device_prefix(device_id: str) -> str:
-    return f"director/devices/{device_id}/metadata/"
+    return f"director/devices/{device_id}/"  # one directory per device (ngclient wants a base URL ending in /)
 
 
 def device_key(device_id: str, role: str, version: int | None) -> str:
@@ -120,7 +120,7 @@ def read_chain(root: Metadata[Root], device_id: str, get: Callable[[str], bytes]
 
 
 class DirectorFetcher(FetcherInterface):
-    """A device's fetcher for its director chain: ``.../director/devices/<id>/metadata/<N>.root.json``
+    """A device's fetcher for its director chain: ``.../director/devices/<id>/<N>.root.json``
     is read from the shared ``.../director/metadata/<N>.root.json`` (one root chain for every device);
     every other URL goes to ``inner`` unchanged. Any static server or CDN serves the layout as it is."""
 
