@@ -157,31 +157,34 @@ class CheckedUpdater(Updater):
         return info
 
 
-def make_updater(
-    root_bytes: bytes,
-    base_url: str,
-    client_dir: Path,
-    fetcher: FetcherInterface,
-) -> Updater:
-    """A device-side ngclient (:class:`CheckedUpdater`): ``client_dir`` holds trusted metadata and
-    downloaded targets."""
+def _updater(cls: type[Updater], root_bytes: bytes | None, base_url: str, metadata_path: str, client_dir: Path,
+             fetcher: FetcherInterface) -> Updater:
+    """ngclient with ``client_dir/metadata`` (trusted metadata) and ``client_dir/targets``. The trust
+    anchor ``root_bytes`` is used only on first start; after that the client's own cached root (updated
+    through every root rotation) is what it trusts."""
     metadata_dir = client_dir / "metadata"
     targets_dir = client_dir / "targets"
     metadata_dir.mkdir(parents=True, exist_ok=True)
     targets_dir.mkdir(parents=True, exist_ok=True)
-    # the trust anchor is used only on first start; after that the client's own cached root
-    # (updated through every root rotation) is what it trusts
-    bootstrap = None if (metadata_dir / "root.json").exists() else root_bytes
+    trusted = (metadata_dir / "root.json").exists()
+    if not trusted and root_bytes is None:
+        raise VerificationError(f"{client_dir}: no root trusted yet, and none given")
     base = base_url.rstrip("/") if not base_url.endswith("://") else base_url[:-1]
-    return CheckedUpdater(
+    return cls(
         metadata_dir=str(metadata_dir),
-        metadata_base_url=f"{base}/metadata/",
+        metadata_base_url=f"{base}/{metadata_path}",
         target_base_url=f"{base}/targets/",
         target_dir=str(targets_dir),
         fetcher=fetcher,
         config=UpdaterConfig(max_root_rotations=256),
-        bootstrap=bootstrap,
+        bootstrap=None if trusted else root_bytes,
     )
+
+
+def make_updater(root_bytes: bytes, base_url: str, client_dir: Path, fetcher: FetcherInterface) -> Updater:
+    """A device-side ngclient (:class:`CheckedUpdater`): ``client_dir`` holds trusted metadata and
+    downloaded targets."""
+    return _updater(CheckedUpdater, root_bytes, base_url, "metadata/", client_dir, fetcher)
 
 
 def make_director_updater(root_bytes: bytes | None, base_url: str, device_id: str, client_dir: Path,
@@ -192,23 +195,8 @@ def make_director_updater(root_bytes: bytes | None, base_url: str, device_id: st
     ``root_bytes`` is the director root to start from; None once ``client_dir`` trusts one."""
     from otactl.repo import director
 
-    metadata_dir = client_dir / "metadata"
-    targets_dir = client_dir / "targets"
-    metadata_dir.mkdir(parents=True, exist_ok=True)
-    targets_dir.mkdir(parents=True, exist_ok=True)
-    trusted = (metadata_dir / "root.json").exists()
-    if not trusted and root_bytes is None:
-        raise VerificationError(f"{client_dir}: no director root trusted yet, and none given")
-    base = base_url.rstrip("/") if not base_url.endswith("://") else base_url[:-1]
-    return Updater(
-        metadata_dir=str(metadata_dir),
-        metadata_base_url=f"{base}/{director.device_prefix(device_id)}",
-        target_base_url=f"{base}/targets/",
-        target_dir=str(targets_dir),
-        fetcher=director.DirectorFetcher(fetcher),
-        config=UpdaterConfig(max_root_rotations=256),
-        bootstrap=None if trusted else root_bytes,
-    )
+    return _updater(Updater, root_bytes, base_url, director.device_prefix(device_id), client_dir,
+                    director.DirectorFetcher(fetcher))
 
 
 def read_small(updater: Updater, path: str) -> bytes | None:
