@@ -111,8 +111,10 @@ class Index:
         for number in range(fleet_index.SHARDS):
             yield from self.shard(number).values()
 
-    def save(self) -> None:
-        for number in sorted(self._dirty):
+    def save(self, before: int | None = None) -> None:
+        """Write the changed shards (only those numbered below ``before``, which are then let go: a
+        later ``get`` reads them again)."""
+        for number in sorted(n for n in self._dirty if before is None or n < before):
             key = fleet_index.shard_key(number)
             try:
                 self._etags[number] = self.ctx.store.put_if(key, fleet_index.encode(self._shards[number]),
@@ -121,7 +123,9 @@ class Index:
                 raise ConflictError(f"{self.ctx.store.url}{key}: the fleet index changed while this command ran "
                                     "(another fleet change at the same time); the devices' chains are written, "
                                     "run the command again to bring the index up to date") from None
-        self._dirty.clear()
+            self._dirty.discard(number)
+            if before is not None:
+                del self._shards[number], self._etags[number]
 
 
 def row_of(record: DeviceRecord, tf: TargetFile) -> fleet_index.Row:
@@ -149,36 +153,43 @@ def _published_version(ctx: Context, device_id: str, row: fleet_index.Row | None
     return version
 
 
-def publish(ctx: Context, index: Index, changed: Sequence[tuple[fleet_index.Row, TargetFile]],
-            *, reread: bool = True) -> int:
+CHUNK = 20_000  # devices per write pass: memory stays bounded, each pass ends durable (one syncfs)
+
+
+def publish(ctx: Context, index: Index, changed: Sequence[fleet_index.Row], *, reread: bool = True) -> int:
     """Sign and write the chains of ``changed`` (rows from ``row_of``; their record files are written
-    already), then the index. ``reread``: read each known device's published timestamp for its version.
-    Returns the number of metadata files written."""
+    already), then their index rows. ``reread``: read each known device's published timestamp for its
+    version. Devices go in shard order, ``CHUNK`` at a time: a chunk's targets and snapshots, then its
+    timestamps, then every index shard it completed (saved and let go). Returns the files written."""
     if not changed:
         return 0
     signers = chain_signers(ctx)
     expires = (ctx.now + timedelta(days=ctx.trust.role("devices").expires_days)).replace(microsecond=0)
-    stamps: list[tuple[str, bytes]] = []
-    rows: list[fleet_index.Row] = []
+    ordered = sorted(changed, key=lambda row: (fleet_index.shard_of(row.device_id), row.device_id))
+    with _writer_lock(ctx), progress.task("signing device chains", len(ordered)) as signing:
+        for start in range(0, len(ordered), CHUNK):
+            chunk = ordered[start:start + CHUNK]
+            stamps: list[tuple[str, bytes]] = []
+            rows: list[fleet_index.Row] = []
 
-    def bodies(task: progress.Task) -> Iterator[tuple[str, bytes]]:
-        for new, tf in changed:
-            old = index.get(new.device_id)
-            version = (0 if old is None else _published_version(ctx, new.device_id, old) if reread
-                       else old.version) + 1
-            files = director.device_chain(new.device_id, tf, version, expires, signers)
-            stamps.append(files[2])
-            rows.append(replace(new, version=version, expires=int(expires.timestamp())))
-            task.advance()
-            yield from files[:2]
+            def bodies(chunk: Sequence[fleet_index.Row] = chunk, stamps: list[tuple[str, bytes]] = stamps,
+                       rows: list[fleet_index.Row] = rows) -> Iterator[tuple[str, bytes]]:
+                for new in chunk:
+                    old = index.get(new.device_id)
+                    version = (0 if old is None else _published_version(ctx, new.device_id, old) if reread
+                               else old.version) + 1
+                    files = director.device_chain(new.device_id, entry_of(new), version, expires, signers)
+                    stamps.append(files[2])
+                    rows.append(replace(new, version=version, expires=int(expires.timestamp())))
+                    signing.advance()
+                    yield from files[:2]
 
-    with _writer_lock(ctx):
-        with progress.task("signing device chains", len(changed)) as signing:
-            ctx.store.put_many(bodies(signing))
-        ctx.store.put_many(stamps)  # each device's new chain becomes visible here
-        for row in rows:
-            index.put(row)
-        index.save()
+            ctx.store.put_many(bodies())
+            ctx.store.put_many(stamps)  # each device's new chain becomes visible here
+            for row in rows:
+                index.put(row)
+            last = fleet_index.shard_of(chunk[-1].device_id)
+            index.save(before=None if start + CHUNK >= len(ordered) else last)
     return 3 * len(changed)
 
 
@@ -205,7 +216,7 @@ def _writer_lock(ctx: Context) -> Iterator[None]:
 
 def resign(ctx: Context, index: Index, rows: Sequence[fleet_index.Row]) -> int:
     """New chains (version + 1, fresh expiry) for the same records: ``repo refresh`` before they lapse."""
-    return publish(ctx, index, [(row, entry_of(row)) for row in rows])
+    return publish(ctx, index, rows)
 
 
 def get_record(ctx: Context, device_id: str) -> DeviceRecord:

@@ -19,6 +19,7 @@ from otactl import progress
 from otactl.app.context import Context
 from otactl.app.entitlements import EntitlementSigners, published_signers
 from otactl.errors import InputFileError, NotFoundError, OtactlError, UsageError
+from otactl.fleet import index as fleet_index
 from otactl.fleet.entitlements import DEFAULT_BATCH_SIZE, SIGNERS_PATH, EntitlementError, Signers, sign_in_batches
 from otactl.fleet.records import DeviceRecord
 from otactl.repo import layout
@@ -104,6 +105,9 @@ class _Plan:
     old: dict[str, TargetFile | None] = field(default_factory=dict)  # device id -> its published entry
 
 
+Changed = TargetFile | fleet_index.Row  # a written record's bin entry, or in the director layout its index row
+
+
 class _Records:
     """Where the layout keeps records: hash bins in the repository, or the director (decision 0407)."""
 
@@ -136,14 +140,25 @@ class _Records:
         return row is not None and (row.model, row.variant, row.region, row.tags, row.pin) == \
             (record.model, record.variant, record.region, tuple(sorted(record.tags)), record.pin)
 
-    def stage(self, changed: list[tuple[DeviceRecord, TargetFile]]) -> None:
+    def keep(self, record: DeviceRecord, tf: TargetFile) -> Changed:
+        """What the layout needs of a written record to publish it (not the record: a million
+        entitled records would be gigabytes): its bin entry, or its index row."""
+        if self.index is None:
+            return tf
+        from otactl.app.director import row_of
+
+        return row_of(record, tf)
+
+    def stage(self, changed: Sequence[Changed]) -> None:
         if self.index is not None:
             return
-        for record, tf in changed:
-            bin_name = self._bins.get(record.device_id) or self.repo.bin_for(tf.path)
+        for tf in changed:
+            assert isinstance(tf, TargetFile)
+            device_id = tf.path.removeprefix("devices/").removesuffix(".json")
+            bin_name = self._bins.get(device_id) or self.repo.bin_for(tf.path)
             self.repo.edit(bin_name).targets[tf.path] = tf
 
-    def publish(self, ctx: Context, changed: list[tuple[DeviceRecord, TargetFile]]) -> int:
+    def publish(self, ctx: Context, changed: Sequence[Changed]) -> int:
         """Publish the changed records; the number of metadata files written."""
         if not changed:
             return 0
@@ -151,7 +166,7 @@ class _Records:
             return len(self.repo.publish())
         from otactl.app import director
 
-        return director.publish(ctx, self.index, [(director.row_of(r, tf), tf) for r, tf in changed])
+        return director.publish(ctx, self.index, [row for row in changed if isinstance(row, fleet_index.Row)])
 
 
 def _published_record(ctx: Context, tf: TargetFile) -> DeviceRecord | None:
@@ -199,11 +214,11 @@ def _plan(ctx: Context, where: _Records, records: list[DeviceRecord], signers: S
 
 
 def _write(ctx: Context, where: _Records, plan: _Plan, keys: EntitlementSigners | None,
-           batch_size: int) -> tuple[list[tuple[DeviceRecord, TargetFile]], int, int]:
+           batch_size: int) -> tuple[list[Changed], int, int]:
     """Write the record files (one bulk write) and stage their entries; (changed records, records
     whose bytes were already published, batches signed)."""
     signer_list = keys.load() if plan.to_sign and keys is not None else []
-    changed: list[tuple[DeviceRecord, TargetFile]] = []
+    changed: list[Changed] = []
     unchanged = 0
     batches = -(-len(plan.to_sign) // batch_size)
 
@@ -224,7 +239,7 @@ def _write(ctx: Context, where: _Records, plan: _Plan, keys: EntitlementSigners 
                     layout.get_custom(old) == layout.get_custom(tf) and where.indexed_as(r):
                 unchanged += 1
                 continue
-            changed.append((r, tf))
+            changed.append(where.keep(r, tf))
             yield layout.target_key(path, tf.hashes["sha256"]), data
 
     # record files are content-addressed: invisible to devices until a bin names them
@@ -280,11 +295,11 @@ def _check_keys(ctx: Context, records: list[DeviceRecord], source: str, lines: M
                                  line=(lines or {}).get(r.device_id), field="public_key")
 
 
-def _units(where: _Records, changed: list[tuple[DeviceRecord, TargetFile]]) -> int:
+def _units(where: _Records, changed: Sequence[Changed]) -> int:
     """Hash bins changed (none in the director layout)."""
     if where.index is not None:
         return 0
-    return len({where.repo.bin_for(tf.path) for _, tf in changed})
+    return len({where.repo.bin_for(tf.path) for tf in changed if isinstance(tf, TargetFile)})
 
 
 def get_device(ctx: Context, repo: Repository, device_id: str) -> DeviceRecord:

@@ -18,7 +18,7 @@ from otactl.telemetry.source import StratumKey
 DeviceId = NewType("DeviceId", str)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a million of them in `rollout plan`
 class DeviceInfo:
     id: DeviceId
     model: str

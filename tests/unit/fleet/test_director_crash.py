@@ -50,9 +50,12 @@ def _chains(ctx: Context) -> dict[str, tuple[int, str]]:
 
 
 # every write of a 4-device change: 4 records, 8 chain files, 4 timestamps, the lock, index shards
+# (chunks of 2: the write passes and index saves of a large import, on 4 devices)
+@pytest.mark.parametrize("chunk", [2, 20_000])
 @pytest.mark.parametrize("writes_allowed", [0, 1, 3, 5, 9, 13, 15, 17, 19])
 def test_a_crash_at_any_write_leaves_whole_chains_and_running_again_completes(
-        template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes_allowed: int) -> None:
+        template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes_allowed: int, chunk: int) -> None:
+    monkeypatch.setattr(director_app, "CHUNK", chunk)
     ws = tmp_path / "ws"
     shutil.copytree(template, ws, symlinks=True)
     monkeypatch.setenv("OTACTL_KEY_PASSPHRASE", "director-crash-test")
