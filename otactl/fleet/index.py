@@ -91,12 +91,18 @@ Attributes = tuple[str, str, str, str, frozenset[str]]  # device id, model, vari
 def attributes(data: bytes, where: str, model: str | None = None) -> Iterator[Attributes]:
     """What rings need of each row (of ``model`` only, if given), without building rows: ``rollout plan``
     reads a million of them. Repeated names are shared (interned), so a million rows stay small."""
+    if not data.startswith(HEADER):
+        raise VerificationError(f"{where}: not a fleet index shard (its first line is not {HEADER[:22]!r}...)")
     none: frozenset[str] = frozenset()
-    for _, parts in _lines(data, where):
+    intern = sys.intern
+    for number, line in enumerate(data[len(HEADER):].decode("utf-8", "replace").splitlines(), start=2):
+        parts = line.split("\t", 5)  # the five it needs, and the rest (counted, not split)
+        if len(parts) != 6 or parts[5].count("\t") != FIELDS - 6:
+            raise VerificationError(f"{where}: line {number}: expected {FIELDS} tab-separated fields")
         if model is not None and parts[1] != model:
             continue
-        tags = none if parts[4] == _NONE else frozenset(sys.intern(t) for t in parts[4].split(","))
-        yield parts[0], sys.intern(parts[1]), sys.intern(parts[2]), sys.intern(parts[3]), tags
+        tags = none if parts[4] == _NONE else frozenset(intern(t) for t in parts[4].split(","))
+        yield parts[0], intern(parts[1]), intern(parts[2]), intern(parts[3]), tags
 
 
 def encode(rows: dict[str, Row]) -> bytes:
