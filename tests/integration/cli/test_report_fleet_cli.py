@@ -16,6 +16,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 from fixtures import charts
+from fixtures.kdf import reseal_keys
 from fixtures.repo import PASSPHRASE, init_workspace, ok, run_otactl
 
 from otactl.fleet.records import load_inventory
@@ -49,7 +50,7 @@ def example_fleet(dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def fleet_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = init_workspace(tmp_path_factory.mktemp("fleet-report") / "ws")
+    ws = reseal_keys(init_workspace(tmp_path_factory.mktemp("fleet-report") / "ws"), PASSPHRASE)  # 0014
     for version in ("2.0.0", "2.1.0"):
         ok(run_otactl("release", "build", str(ROOT / "manifests" / f"{MODEL}-{version}.yaml"), cwd=ws))
         ok(run_otactl("release", "approve", version, "--key", "release-manager", cwd=ws))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures.kdf import reseal_keys
 from fixtures.repo import assert_one_error_line, cli_env, ok, run_otactl
 from fixtures.s3server import create_bucket, delete_bucket, s3_client
 from release_cli_parts import MANIFESTS, MODEL, device, download
@@ -74,10 +75,13 @@ def make_team(base: Path, store_url: str, endpoint: str | None) -> Team:
     for name in MANAGERS:  # each on their own machine: the key never leaves it, the .pub is mailed
         team.machine(name).mkdir(parents=True)
         ok(team.rm_run(name, "keys", "generate", name, "--out", "."))
+        reseal_keys(team.machine(name), rm_passphrase(name))  # cheap to unlock from here on (decision 0014)
     pubs = [a for n in MANAGERS for a in ("--release-manager", f"{n}={team.machine(n) / f'{n}.pub'}")]
     (base / "ci").mkdir()
     ok(run_otactl("init", str(team.ci), "--store", store_url, *team.endpoint_args(), "--approvals", "2", *pubs,
                   cwd=base / "ci", env=cli_env(CI_PASSPHRASE, **CI_SECRETS)))
+    reseal_keys(team.ci, CI_PASSPHRASE, **{k.removeprefix("OTACTL_KEY_PASSPHRASE_").lower(): v
+                                           for k, v in CI_SECRETS.items()})
     return team
 
 

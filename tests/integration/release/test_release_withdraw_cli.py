@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures.repo import assert_one_error_line, init_workspace, ok
+from fixtures.kdf import reseal_keys
+from fixtures.repo import PASSPHRASE, assert_one_error_line, init_workspace, ok
 from release_cli_parts import MANIFESTS, otactl
 
 pytestmark = pytest.mark.integration
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.integration
 def test_two_of_three_managers_withdraw_a_release(tmp_path: Path) -> None:
     ws = init_workspace(tmp_path / "ws", "--release-manager", "rm1", "--release-manager", "rm2",
                         "--release-manager", "rm3", "--approvals", "2", "--bin-bits", "1")
+    reseal_keys(ws, PASSPHRASE)  # cheap to unlock in each command below (decision 0014)
     ok(otactl(ws, "release", "build", str(MANIFESTS / "t9-engine-2.0.0.yaml")))
     ok(otactl(ws, "release", "approve", "2.0.0", "--key", "rm1"))
     ok(otactl(ws, "release", "approve", "2.0.0", "--key", "rm2"))

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures.repo import assert_one_error_line, init_workspace, ok, run_otactl, tree
+from fixtures.kdf import reseal_keys
+from fixtures.repo import PASSPHRASE, assert_one_error_line, init_workspace, ok, run_otactl, tree
 
 from otactl.app.context import Context
 from otactl.app.policy import current_policy
@@ -26,7 +27,7 @@ CLOSED_PORT = "http://127.0.0.1:9"  # discard: nothing listens on loopback
 @pytest.fixture(scope="module")
 def running_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``otactl init``, 2.0.0 and 2.1.0 shipped, the example fleet, a rollout of 2.1.0 started."""
-    ws = init_workspace(tmp_path_factory.mktemp("missing-telemetry") / "ws")
+    ws = reseal_keys(init_workspace(tmp_path_factory.mktemp("missing-telemetry") / "ws"), PASSPHRASE)  # 0014
     for version in ("2.0.0", "2.1.0"):
         ok(run_otactl("release", "build", str(ROOT / "manifests" / f"{MODEL}-{version}.yaml"), cwd=ws))
         ok(run_otactl("release", "approve", version, "--key", "release-manager", cwd=ws))
@@ -38,8 +39,6 @@ def running_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def ws(running_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from fixtures.repo import PASSPHRASE
-
     monkeypatch.setenv("OTACTL_KEY_PASSPHRASE", PASSPHRASE)  # for the in-process reads below
     dest = tmp_path / "ws"
     shutil.copytree(running_template, dest, symlinks=True)
