@@ -15,6 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fixtures.repo import assert_one_error_line, cli_env, ok, otactl_argv, run_otactl
 
@@ -152,12 +153,19 @@ def test_ctrl_c_ends_with_one_line_and_exit_130(workspace: Path) -> None:
         assert proc.stderr is not None
         first = proc.stderr.readline()
         assert first.startswith("serving "), first
-        time.sleep(0.3)  # in serve_forever
+        url = next(word for word in first.split() if word.startswith("http://"))
+        for _ in range(200):  # answering requests: in serve_forever, where ^C is handled (a sleep raced it)
+            try:
+                httpx.get(f"{url.rstrip('/')}/metadata/timestamp.json", timeout=5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(timeout=20)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.strip()] == ["otactl: interrupted"]
