@@ -123,8 +123,7 @@ def serve(
     from otactl.repo.serve import serve_directory
 
     ctx = Context.open(workspace)
-    info(f"serving {ctx.store.url} on http://{host}:{port}/ (Ctrl-C to stop)")
-    serve_directory(ctx.store, host, port)
+    serve_directory(ctx.store, host, port, ready=lambda url: info(f"serving {ctx.store.url} on {url} (Ctrl-C to stop)"))
 
 
 @app.command("fetch")

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from otactl.errors import UsageError
 from otactl.store.base import BlobStore
@@ -28,8 +28,11 @@ def make_server(store: BlobStore, host: str = "127.0.0.1", port: int = 0) -> htt
     return server
 
 
-def serve_directory(store: BlobStore, host: str, port: int) -> None:
+def serve_directory(store: BlobStore, host: str, port: int, ready: Callable[[str], None] | None = None) -> None:
+    """Serve until interrupted; ``ready`` gets the base URL once listening (the real port for ``port`` 0)."""
     server = make_server(store, host, port)
+    if ready is not None:
+        ready(f"http://{host}:{server.server_address[1]}/")
     try:
         server.serve_forever()
     finally:
