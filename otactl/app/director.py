@@ -289,24 +289,27 @@ def verify(ctx: Context, index: Index | None = None) -> tuple[int, list[Inconsis
     return len(rows), problems
 
 
-def ring_attributes(ctx: Context, model: str) -> Iterator[fleet_index.Attributes]:
-    """Every device of ``model`` as rings see it, shard by shard (nothing else kept in memory)."""
+def _shards(ctx: Context) -> Iterator[tuple[bytes, str]]:
+    """Each index shard's bytes and where it is, read one at a time (absent shards skipped)."""
     for number in range(fleet_index.SHARDS):
         key = fleet_index.shard_key(number)
         data = ctx.store.get_optional(key)
         if data is not None:
-            yield from fleet_index.attributes(data, f"{ctx.store.url}{key}", model)
+            yield data, f"{ctx.store.url}{key}"
+
+
+def ring_attributes(ctx: Context, model: str) -> Iterator[fleet_index.Attributes]:
+    """Every device of ``model`` as rings see it, shard by shard (nothing else kept in memory)."""
+    for data, where in _shards(ctx):
+        yield from fleet_index.attributes(data, where, model)
 
 
 def key_owners(ctx: Context, keys: set[str]) -> dict[str, str]:
     """Public key -> the device of the fleet index whose record binds it, for ``keys`` only (streamed:
     a million-device index is read without building its rows)."""
     out: dict[str, str] = {}
-    for number in range(fleet_index.SHARDS):
-        key = fleet_index.shard_key(number)
-        data = ctx.store.get_optional(key)
-        if data is not None:
-            out.update(fleet_index.owners_of(data, f"{ctx.store.url}{key}", keys))
+    for data, where in _shards(ctx):
+        out.update(fleet_index.owners_of(data, where, keys))
     return out
 
 

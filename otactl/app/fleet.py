@@ -16,6 +16,7 @@ from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile
 
 from otactl import progress
+from otactl.app import director
 from otactl.app.context import Context
 from otactl.app.entitlements import EntitlementSigners, published_signers
 from otactl.errors import InputFileError, NotFoundError, OtactlError, UsageError
@@ -112,8 +113,6 @@ class _Records:
     """Where the layout keeps records: hash bins in the repository, or the director (decision 0407)."""
 
     def __init__(self, ctx: Context, repo: Repository) -> None:
-        from otactl.app import director
-
         self.repo = repo
         self.index = director.Index(ctx) if director.enabled(repo) else None
         self._bins: dict[str, str] = {}
@@ -122,10 +121,8 @@ class _Records:
     def entry(self, device_id: str) -> TargetFile | None:
         """The device's published record entry (bin entry, or the index row's)."""
         if self.index is not None:
-            from otactl.app.director import entry_of
-
             row = self.index.get(device_id)
-            return None if row is None else entry_of(row)
+            return None if row is None else director.entry_of(row)
         path = layout.device_path(device_id)
         if device_id not in self._bins:
             self._bins[device_id] = self.repo.bin_for(path)
@@ -145,9 +142,7 @@ class _Records:
         entitled records would be gigabytes): its bin entry, or its index row."""
         if self.index is None:
             return tf
-        from otactl.app.director import row_of
-
-        return row_of(record, tf)
+        return director.row_of(record, tf)
 
     def stage(self, changed: Sequence[Changed]) -> None:
         if self.index is not None:
@@ -164,8 +159,6 @@ class _Records:
             return 0
         if self.index is None:
             return len(self.repo.publish())
-        from otactl.app import director
-
         return director.publish(ctx, self.index, [row for row in changed if isinstance(row, fleet_index.Row)])
 
 
@@ -283,9 +276,7 @@ def _check_keys(ctx: Context, records: list[DeviceRecord], source: str, lines: M
     """A device key another device of the fleet already binds is refused (the inventory file itself is
     checked when read): two devices with one key could each sign the other's reports. A device that
     moves its key to another device in the same inventory is fine."""
-    from otactl.app.director import key_owners
-
-    owners = key_owners(ctx, {r.public_key for r in records})
+    owners = director.key_owners(ctx, {r.public_key for r in records})
     in_file = {r.device_id: r.public_key for r in records}
     for r in records:
         owner = owners.get(r.public_key)
@@ -304,8 +295,6 @@ def _units(where: _Records, changed: Sequence[Changed]) -> int:
 
 def get_device(ctx: Context, repo: Repository, device_id: str) -> DeviceRecord:
     layout.check_name("device id", device_id)
-    from otactl.app import director
-
     if director.enabled(repo):
         return director.get_record(ctx, device_id)
     path = layout.device_path(device_id)
@@ -349,8 +338,6 @@ def set_device(ctx: Context, device_id: str, *, variant: str | None, tags: list[
 
 def list_devices(ctx: Context) -> list[DeviceRecord]:
     repo = ctx.repository()
-    from otactl.app import director
-
     if director.enabled(repo):
         return director.list_records(ctx)
     bins = [n for n in repo.role_names() if n.startswith(f"{layout.BIN_PREFIX}-")]

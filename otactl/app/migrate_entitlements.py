@@ -73,10 +73,9 @@ def migrate_entitlements(ctx: Context, *, entitlement_keys: Sequence[str] = (), 
         keys = EntitlementSigners(ctx, signers, tuple(entitlement_keys))
         changed, _, batches = _write(ctx, where, plan, keys, batch_size)
         if where.index is None:
-            written = repo.publish() if changed or published else []
+            written = len(repo.publish()) if changed or published else 0
         else:  # the signers first (devices look for them), then the chains naming records they sign
-            written = repo.publish() if published else []
-            written += ["director"] * where.publish(ctx, changed)
+            written = (len(repo.publish()) if published else 0) + where.publish(ctx, changed)
     except BaseException:
         ctx.trust = ctx.signers.trust = old_trust
         if created is not None:
@@ -87,7 +86,7 @@ def migrate_entitlements(ctx: Context, *, entitlement_keys: Sequence[str] = (), 
         ctx.workspace.write_trust(trust)
     write_signers_file(ctx.workspace.root, signers)
     return MigrationResult(signers.names(), signers.threshold, published, len(records), len(plan.to_sign),
-                           batches, len(written), created)
+                           batches, written, created)
 
 
 def _with_new_key(ctx: Context) -> TrustConfig:

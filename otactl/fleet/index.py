@@ -61,10 +61,15 @@ class Row:
                           str(self.expires), self.key))
 
 
-def _lines(data: bytes, where: str) -> Iterator[tuple[int, list[str]]]:
+def _rows_text(data: bytes, where: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each row of a shard; a shard that is not an index is refused, named."""
     if not data.startswith(HEADER):
         raise VerificationError(f"{where}: not a fleet index shard (its first line is not {HEADER[:22]!r}...)")
-    for number, line in enumerate(data[len(HEADER):].decode("utf-8", "replace").splitlines(), start=2):
+    return enumerate(data[len(HEADER):].decode("utf-8", "replace").splitlines(), start=2)
+
+
+def _lines(data: bytes, where: str) -> Iterator[tuple[int, list[str]]]:
+    for number, line in _rows_text(data, where):
         parts = line.split("\t")
         if len(parts) != FIELDS:
             raise VerificationError(f"{where}: line {number}: {len(parts)} fields, expected {FIELDS}")
@@ -91,11 +96,9 @@ Attributes = tuple[str, str, str, str, frozenset[str]]  # device id, model, vari
 def attributes(data: bytes, where: str, model: str | None = None) -> Iterator[Attributes]:
     """What rings need of each row (of ``model`` only, if given), without building rows: ``rollout plan``
     reads a million of them. Repeated names are shared (interned), so a million rows stay small."""
-    if not data.startswith(HEADER):
-        raise VerificationError(f"{where}: not a fleet index shard (its first line is not {HEADER[:22]!r}...)")
     none: frozenset[str] = frozenset()
     intern = sys.intern
-    for number, line in enumerate(data[len(HEADER):].decode("utf-8", "replace").splitlines(), start=2):
+    for number, line in _rows_text(data, where):
         parts = line.split("\t", 5)  # the five it needs, and the rest (counted, not split)
         if len(parts) != 6 or parts[5].count("\t") != FIELDS - 6:
             raise VerificationError(f"{where}: line {number}: expected {FIELDS} tab-separated fields")
