@@ -146,7 +146,8 @@ def prune(ctx: Context, *, dry_run: bool, keep_versions: int = DEFAULT_KEEP_VERS
             kept_targets += 1
             continue
         written = ctx.store.modified(key)
-        if written is None or ctx.now - written < grace:
+        # ctx.now is whole seconds (metadata times are); an mtime later in the same second is not "new"
+        if written is None or ctx.now - written.replace(microsecond=0) < grace:
             kept_targets += 1
             continue
         removals.append(Removal(key, "target", "listed by no kept generation nor staged release"))

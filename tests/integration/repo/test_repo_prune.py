@@ -4,7 +4,9 @@ directory store through the real CLI, and on an S3-compatible server."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +87,20 @@ def test_a_dry_run_lists_what_would_go_and_deletes_nothing(workspace: Path, tmp_
     again = json.loads(ok(run_otactl("repo", "prune", "--keep-versions", "1", "--grace-days", "0", "-o", "json",
                                      cwd=workspace)).stdout)
     assert again["deleted"] == []  # idempotent
+
+
+def test_no_grace_takes_an_image_replaced_earlier_in_the_same_second(workspace: Path) -> None:
+    """The clock of a command is whole seconds; an mtime later in that second is not in the future (CI once
+    wrote, replaced and pruned within one second and the replaced image was kept)."""
+    first = _history(workspace, 2)[0]
+    ctx = open_context(workspace)
+    replaced = [layout.target_key(FIRMWARE_PATH, hashlib.sha256(first).hexdigest())]
+    assert ctx.store.exists(replaced[0])
+    moment = ctx.now.timestamp() + 0.6  # same second as ctx.now, later than it
+    os.utime(workspace / "repository" / replaced[0], (moment, moment))
+    listed = {r.key for r in prune(ctx, dry_run=True, keep_versions=0, grace_days=0).removals}
+    assert replaced[0] in listed
+    assert replaced[0] not in {r.key for r in prune(ctx, dry_run=True, keep_versions=0, grace_days=1).removals}
 
 
 def test_the_default_grace_period_keeps_everything_just_published(workspace: Path) -> None:
