@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from securesystemslib.signer import Signer
-from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.api.serialization import DeserializationError
 
@@ -87,6 +87,19 @@ class Index:
     _shards: dict[int, dict[str, fleet_index.Row]] = field(default_factory=dict)
     _etags: dict[int, str | None] = field(default_factory=dict)
     _dirty: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        from otactl.app import director_served
+
+        self.served = director_served.enabled(self.ctx)  # chains signed on request (decision 0408)
+        self.packs = director_served.Packs(self.ctx)  # where the records are, then
+
+    def record_bytes(self, row: fleet_index.Row) -> bytes:
+        """The record file ``row`` names, checked against the row's length and hash."""
+        tf = entry_of(row)
+        data = self.packs.record(row) if self.served else self.ctx.store.get(layout.target_key(tf.path, row.sha256))
+        tf.verify_length_and_hashes(data)
+        return data
 
     def shard(self, number: int) -> dict[str, fleet_index.Row]:
         if number not in self._shards:
@@ -163,10 +176,15 @@ def publish(ctx: Context, index: Index, changed: Sequence[fleet_index.Row], *, r
     timestamps, then every index shard it completed (saved and let go). Returns the files written."""
     if not changed:
         return 0
+    if index.served:  # nothing to sign here: the service signs from the rows (decision 0408)
+        from otactl.app import director_served
+
+        with writer_lock(ctx):
+            return director_served.index_rows(ctx, index, changed)
     signers = chain_signers(ctx)
     expires = (ctx.now + timedelta(days=ctx.trust.role("devices").expires_days)).replace(microsecond=0)
     ordered = sorted(changed, key=lambda row: (fleet_index.shard_of(row.device_id), row.device_id))
-    with _writer_lock(ctx), progress.task("signing device chains", len(ordered)) as signing:
+    with writer_lock(ctx), progress.task("signing device chains", len(ordered)) as signing:
         for start in range(0, len(ordered), CHUNK):
             chunk = ordered[start:start + CHUNK]
             stamps: list[tuple[str, bytes]] = []
@@ -194,7 +212,7 @@ def publish(ctx: Context, index: Index, changed: Sequence[fleet_index.Row], *, r
 
 
 @contextlib.contextmanager
-def _writer_lock(ctx: Context) -> Iterator[None]:
+def writer_lock(ctx: Context) -> Iterator[None]:
     """One writer of device chains at a time: two would write the same ``<v>.snapshot.json`` of a
     device. The lock is the image repository's publication journal, empty: a crash leaves it behind,
     every command then says so, and ``otactl repo publish`` clears it (nothing to replay); the fleet
@@ -220,8 +238,15 @@ def resign(ctx: Context, index: Index, rows: Sequence[fleet_index.Row]) -> int:
 
 
 def get_record(ctx: Context, device_id: str) -> DeviceRecord:
-    """The device's published record, read through its signed chain as the device reads it."""
+    """The device's published record, read through its signed chain as the device reads it (with
+    chains signed on request: the record its index row names, as the service serves it)."""
     path = layout.device_path(device_id)
+    index = Index(ctx)
+    if index.served:
+        row = index.get(device_id)
+        if row is None:
+            raise NotFoundError(f"device {device_id!r}: not in the fleet (import it with `otactl fleet import`)")
+        return DeviceRecord.from_bytes(index.record_bytes(row), path)
     try:
         _, tf = director.read_chain(root(ctx), device_id, ctx.store.get)
     except NotFoundError:
@@ -243,10 +268,7 @@ def list_records(ctx: Context, index: Index | None = None) -> list[DeviceRecord]
     out = []
     with progress.task("reading device records", len(rows)) as reading:
         for row in rows:
-            tf = entry_of(row)
-            data = ctx.store.get(layout.target_key(tf.path, row.sha256))
-            tf.verify_length_and_hashes(data)
-            out.append(DeviceRecord.from_bytes(data, tf.path))
+            out.append(DeviceRecord.from_bytes(index.record_bytes(row), layout.device_path(row.device_id)))
             reading.advance()
     return sorted(out, key=lambda r: r.device_id)
 
@@ -262,6 +284,8 @@ def verify(ctx: Context, index: Index | None = None) -> tuple[int, list[Inconsis
     under the director's root, lists the record the row names, and the record says what the row says.
     Also every device directory in the store has a row. Returns (devices checked, problems)."""
     index = index or Index(ctx)
+    if index.served:
+        return _verify_served(index)
     director_root = root(ctx)
     problems: list[Inconsistency] = []
     rows = {row.device_id: row for row in index.rows()}
@@ -287,6 +311,28 @@ def verify(ctx: Context, index: Index | None = None) -> tuple[int, list[Inconsis
         if device_id not in rows and key.endswith("/timestamp.json"):
             problems.append(Inconsistency(device_id, "a signed chain the index does not list"))
     return len(rows), problems
+
+
+def _verify_served(index: Index) -> tuple[int, list[Inconsistency]]:
+    """Chains signed on request are made from the rows, so what can disagree is a row and its record:
+    each row's record must be in its pack, with the row's hash, and say what the row says."""
+    problems: list[Inconsistency] = []
+    checked = 0
+    with progress.task("verifying device records", fleet_index.SHARDS) as checking:
+        for number in range(fleet_index.SHARDS):
+            for row in index.shard(number).values():
+                checked += 1
+                try:
+                    data = index.record_bytes(row)
+                except (NotFoundError, LengthOrHashMismatchError) as exc:
+                    problems.append(Inconsistency(row.device_id, f"its record: {exc}"))
+                    continue
+                record = DeviceRecord.from_bytes(data, layout.device_path(row.device_id))
+                if replace(row_of(record, entry_of(row)), version=row.version, expires=row.expires) != row:
+                    problems.append(Inconsistency(row.device_id, "the index's attributes differ from its record"))
+            index.packs.forget(number)
+            checking.advance()
+    return checked, problems
 
 
 def _shards(ctx: Context) -> Iterator[tuple[bytes, str]]:

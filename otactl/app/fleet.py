@@ -116,6 +116,7 @@ class _Records:
         self.repo = repo
         self.index = director.Index(ctx) if director.enabled(repo) else None
         self._bins: dict[str, str] = {}
+        self._written = 0
         self.layout = "bins" if self.index is None else "director"
 
     def entry(self, device_id: str) -> TargetFile | None:
@@ -144,6 +145,26 @@ class _Records:
             return tf
         return director.row_of(record, tf)
 
+    def write(self, ctx: Context, items: Iterator[tuple[Changed, str, bytes]]) -> None:
+        """Write the record files (content-addressed: invisible until published), or with chains signed
+        on request (decision 0408) the record packs and index rows, which publishes them."""
+        if self.index is not None and self.index.served:
+            from otactl.app import director_served
+
+            self._written = director_served.write_records(
+                ctx, self.index, ((row, data) for row, _, data in items if isinstance(row, fleet_index.Row)))
+            return
+        ctx.store.put_many((key, data) for _, key, data in items)
+
+    def read(self, ctx: Context, tf: TargetFile) -> bytes:
+        """The published record file an entry names (not yet checked against it)."""
+        if self.index is not None and self.index.served:
+            row = self.index.get(tf.path.removeprefix("devices/").removesuffix(".json"))
+            if row is None:
+                raise NotFoundError(f"{tf.path}: not in the fleet index")
+            return self.index.packs.record(row)
+        return ctx.store.get(layout.target_key(tf.path, tf.hashes["sha256"]))
+
     def stage(self, changed: Sequence[Changed]) -> None:
         if self.index is not None:
             return
@@ -159,14 +180,16 @@ class _Records:
             return 0
         if self.index is None:
             return len(self.repo.publish())
+        if self.index.served:
+            return self._written  # written and indexed by ``write``
         return director.publish(ctx, self.index, [row for row in changed if isinstance(row, fleet_index.Row)])
 
 
-def _published_record(ctx: Context, tf: TargetFile) -> DeviceRecord | None:
+def _published_record(ctx: Context, where: _Records, tf: TargetFile) -> DeviceRecord | None:
     """The published record a bin entry names; None when its file is unreadable or not a record (a new
     statement is then signed from the inventory)."""
     try:
-        data = ctx.store.get(layout.target_key(tf.path, tf.hashes["sha256"]))
+        data = where.read(ctx, tf)
         tf.verify_length_and_hashes(data)
         return DeviceRecord.from_bytes(data, tf.path)
     except (OtactlError, LengthOrHashMismatchError):
@@ -193,7 +216,7 @@ def _plan(ctx: Context, where: _Records, records: list[DeviceRecord], signers: S
         if not reread and layout.get_custom(old_tf).get("row") == r.inventory_digest() and where.indexed_as(r):
             plan.unchanged += 1
             continue
-        old = (known or {}).get(r.device_id) or _published_record(ctx, old_tf)
+        old = (known or {}).get(r.device_id) or _published_record(ctx, where, old_tf)
         ent = None if old is None else old.entitlement
         if ent is not None and ent.statement.grant == r.grant:
             try:
@@ -222,7 +245,7 @@ def _write(ctx: Context, where: _Records, plan: _Plan, keys: EntitlementSigners 
         for (r, _), proof in zip(plan.to_sign, proofs, strict=True):
             yield r.entitled(proof)
 
-    def files(written: progress.Task) -> Iterator[tuple[str, bytes]]:
+    def files(written: progress.Task) -> Iterator[tuple[Changed, str, bytes]]:
         nonlocal unchanged
         for r in entitled():
             written.advance()
@@ -233,11 +256,11 @@ def _write(ctx: Context, where: _Records, plan: _Plan, keys: EntitlementSigners 
                 unchanged += 1
                 continue
             changed.append(where.keep(r, tf))
-            yield layout.target_key(path, tf.hashes["sha256"]), data
+            yield changed[-1], layout.target_key(path, tf.hashes["sha256"]), data
 
     # record files are content-addressed: invisible to devices until a bin names them
     with progress.task("writing device records", len(plan.ready) + len(plan.to_sign)) as writing:
-        ctx.store.put_many(files(writing))
+        where.write(ctx, files(writing))
     where.stage(changed)
     return changed, unchanged, batches
 
@@ -264,6 +287,8 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
     where = _Records(ctx, repo)
     if where.index is not None:
         _check_keys(ctx, records, source, lines)
+        if where.index.served:  # shard order: each record pack and index shard is written once
+            records = sorted(records, key=lambda r: (fleet_index.shard_of(r.device_id), r.device_id))
     plan = _plan(ctx, where, records, signers)
     keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
     changed, unchanged, batches = _write(ctx, where, plan, keys, batch_size)

@@ -133,7 +133,7 @@ def _store_holds_repository(store_url: str, endpoint_url: str | None) -> None:
                              hint="choose an empty store or prefix")
 
 
-DEVICE_LAYOUTS = ("bins", "director")  # decision 0401 (hash bins) and 0407 (per-device director chains)
+DEVICE_LAYOUTS = ("bins", "director", "director-served")  # decisions 0401 (hash bins), 0407 (director chains), 0408
 
 
 def init_workspace(
@@ -166,7 +166,7 @@ def init_workspace(
     if not 0 <= bin_bit_length <= 16:
         raise UsageError("--bin-bits must be from 0 to 16")
     if device_layout not in DEVICE_LAYOUTS:
-        raise UsageError(f"--device-layout {device_layout!r}: choose {' or '.join(DEVICE_LAYOUTS)}")
+        raise UsageError(f"--device-layout {device_layout!r}: choose {', '.join(DEVICE_LAYOUTS)}")
     roles = default_trust_layout(names, approvals)
     if not release_index:
         del roles["release-index"]
@@ -229,11 +229,14 @@ def init_workspace(
         # keys here, their first versions wait in the store for the others (otactl.app.bootstrap)
         defer = bootstrap.ROLES if len(names) - len(remote) < approvals else ()
         repo = Repository.create(ws.store(), trust, pool, now, defer=defer, bins=device_layout == "bins")
-        if device_layout == "director":  # decision 0407: per-device chains, the director's root a target
-            from otactl.app import director
+        if device_layout != "bins":  # decision 0407: per-device chains, the director's root a target
+            from otactl.app import director, director_served
             from otactl.app.context import Context
 
-            director.create(Context(ws, trust, ws.store(), pool, now), repo)
+            ctx = Context(ws, trust, ws.store(), pool, now)
+            director.create(ctx, repo)
+            if device_layout == "director-served":  # decision 0408: chains signed on request
+                director_served.write_config(ctx)
         for role, md in repo.deferred.items():
             for k in trust.role(role).keys:
                 if k in signers:

@@ -26,8 +26,10 @@ def register(app: typer.Typer) -> None:
         bin_bits: int = typer.Option(4, "--bin-bits", help="Device record hash bins: 2**bits bins."),
         device_layout: str = typer.Option(
             "bins", "--device-layout",
-            help="Where device records live: 'bins' (hash bins in the repository) or 'director' (one small signed "
-                 "chain per device, for large fleets: docs/decisions/0407-per-device-director-metadata.md)."),
+            help="Where device records live: 'bins' (hash bins in the repository), 'director' (one small signed "
+                 "chain per device, stored: docs/decisions/0407-per-device-director-metadata.md) or "
+                 "'director-served' (the same chains signed on request by `otactl repo serve`, nothing stored "
+                 "per device: docs/decisions/0408-director-chains-on-request.md)."),
         shared_passphrase: bool = typer.Option(
             False, "--shared-passphrase",
             help="Encrypt every key under OTACTL_KEY_PASSPHRASE (a demo or lab). Default: root, targets and "

@@ -115,15 +115,24 @@ def serve(
 ) -> None:
     """Serve a directory store's metadata/ and targets/ as static files over HTTP (Ctrl-C stops it).
 
+    With `init --device-layout director-served` it is also the director service: it holds the online
+    keys and signs each device's chain when the device asks (decision 0408).
+
     \b
     Example:
       otactl repo serve --port 8080
     """
+    from otactl.app import director_served
     from otactl.app.context import Context
     from otactl.repo.serve import serve_directory
 
     ctx = Context.open(workspace)
-    serve_directory(ctx.store, host, port, ready=lambda url: info(f"serving {ctx.store.url} on {url} (Ctrl-C to stop)"))
+    dynamic = None
+    if director_served.enabled(ctx):  # the director service: device chains signed on request (decision 0408)
+        dynamic = director_served.ChainService(ctx).get
+    what = " (signing device chains on request)" if dynamic is not None else ""
+    serve_directory(ctx.store, host, port, dynamic=dynamic,
+                    ready=lambda url: info(f"serving {ctx.store.url}{what} on {url} (Ctrl-C to stop)"))
 
 
 @app.command("fetch")

@@ -98,6 +98,28 @@ def device_chain(device_id: str, record: TargetFile, version: int, expires: date
             (device_key(device_id, "timestamp", None), _signed(timestamp, signers["timestamp"]))]
 
 
+def device_role(device_id: str, role: str, record: TargetFile, version: int, expires: datetime,
+                signers: Sequence[Signer]) -> bytes:
+    """One file of a device's chain as a director service signs it on request (decision 0408): like
+    :func:`device_chain` but each file names the next by version only (TUF's hashes and length are
+    optional there), so each request signs just the file it asks for and signers need not be
+    deterministic. ``role``: targets, snapshot or timestamp."""
+    if role == "targets":
+        md: Metadata[Targets] | Metadata[Snapshot] | Metadata[Timestamp] = Metadata(
+            Targets(version=version, expires=expires, targets={record.path: record}))
+    elif role == "snapshot":
+        md = Metadata(Snapshot(version=version, expires=expires, meta={"targets.json": MetaFile(version)}))
+    elif role == "timestamp":
+        md = Metadata(Timestamp(version=version, expires=expires, snapshot_meta=MetaFile(version)))
+    else:
+        raise ValueError(f"not a device chain role: {role!r}")
+    return _signed(md, signers)
+
+
+SERVED_URL = re.compile(r"^director/devices/(?P<id>[^/]+)/(?:(?P<role>timestamp)\.json|(?P<version>\d+)\."
+                        r"(?P<vrole>snapshot|targets|root)\.json)$")
+
+
 def read_chain(root: Metadata[Root], device_id: str, get: Callable[[str], bytes]) -> tuple[int, TargetFile | None]:
     """Verify a device's published chain as its client would (signatures, hashes; not expiry): its
     version and its record's entry (None when the chain lists none). Raises ``ValueError`` or

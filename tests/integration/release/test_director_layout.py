@@ -9,6 +9,7 @@ The real CLI; devices are otactl's agent (python-tuf's ngclient) over real HTTP 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,7 +18,7 @@ from typing import Any
 
 import nacl.signing
 import pytest
-from fixtures.repo import PASSPHRASE, assert_one_error_line, ok
+from fixtures.repo import PASSPHRASE, assert_one_error_line, ok, serve_cli
 from fixtures.tufjs import tufjs_fetch, tufjs_run
 from release_cli_parts import INVENTORY, MANIFESTS, MODEL, otactl, otactl_json, root_v1, served, ship
 from tuf.api.metadata import Metadata, TargetFile
@@ -37,6 +38,13 @@ from otactl.repo.client import HttpxFetcher
 pytestmark = pytest.mark.integration
 
 ME, OTHER = "t9-dir-0001", "t9-dir-0002"
+# chains stored per device (0407), or signed on request by `otactl repo serve`, the director service (0408)
+LAYOUTS = ["director", "director-served"]
+
+
+def _serve(ws: Path, device_layout: str) -> contextlib.AbstractContextManager[str]:
+    """The repository over HTTP: static files, or the real director service process."""
+    return serve_cli(ws) if device_layout == "director-served" else served(ws)
 
 
 def _workspace(path: Path, monkeypatch: pytest.MonkeyPatch, device_layout: str) -> Path:
@@ -89,15 +97,16 @@ def _state_record(device_dir: Path) -> dict[str, Any]:
     return json.loads((device_dir / "state.json").read_text())["record"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.parametrize("device_layout", LAYOUTS)
 def test_a_device_reads_its_own_chain_and_pays_nothing_for_another_devices_change(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device_layout: str) -> None:
+    ws = _workspace(tmp_path / "ws", monkeypatch, device_layout)
     _devices(ws, ME, OTHER)
     _policy(ws, "2.0.0")
     repo = Context.open(ws).repository()
     assert not [n for n in repo.role_names() if n.startswith("devices")]  # no bins in the image repository
     device_dir = _provision(ws, tmp_path)
-    with served(ws) as url:
+    with _serve(ws, device_layout) as url:
         dev = _Device(device_dir, url)
         try:
             first, _ = dev.poll()
@@ -123,6 +132,13 @@ def test_a_device_reads_its_own_chain_and_pays_nothing_for_another_devices_chang
     ok(otactl(ws, "repo", "prune", "--grace-days", "0", "--keep-versions", "0"))  # records are the chains'
     checked = otactl_json(ws, "fleet", "verify")
     assert (checked["devices"], checked["problems"]) == (2, [])
+    stored = Context.open(ws).store
+    per_device = [k for k in (*stored.list("director/devices/"), *stored.list("targets/devices/"))]
+    if device_layout == "director-served":
+        assert per_device == []  # nothing stored per device: the service signs from the index
+        assert len(list(stored.list("director/records/"))) == len({fleet_index.shard_of(d) for d in (ME, OTHER)})
+    else:
+        assert len(per_device) >= 2 * 4
 
 
 def test_a_repository_with_hash_bins_moves_to_the_director_without_any_device_losing_trust(
@@ -165,9 +181,10 @@ def test_a_repository_with_hash_bins_moves_to_the_director_without_any_device_lo
     ok(otactl(ws, "repo", "verify"))
 
 
-def test_the_fleet_index_is_proved_consistent_with_the_signed_chains(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+@pytest.mark.parametrize("device_layout", LAYOUTS)
+def test_the_fleet_index_is_proved_consistent_with_the_signed_chains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     device_layout: str) -> None:
+    ws = _workspace(tmp_path / "ws", monkeypatch, device_layout)
     ok(otactl(ws, "fleet", "import", str(INVENTORY)))
     listed = otactl_json(ws, "fleet", "list")["devices"]
     plan_rows = list(director_app.Index(Context.open(ws)).rows())
@@ -275,11 +292,12 @@ def test_rotating_a_key_the_director_root_names_is_refused_until_it_can_follow(
     assert (ws / "signing" / "trust.yaml").read_bytes() == trust_before
 
 
+@pytest.mark.parametrize("device_layout", LAYOUTS)
 def test_a_key_another_device_already_has_is_refused_and_rings_come_from_the_index(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device_layout: str) -> None:
     """Two inventories, one device key: the second import is refused naming file, line and field, and
     writes nothing. `rollout plan` reads the index, and holds exactly the rings the bins layout gives."""
-    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+    ws = _workspace(tmp_path / "ws", monkeypatch, device_layout)
     ok(otactl(ws, "fleet", "import", str(INVENTORY)))
     first = INVENTORY.read_text().splitlines()[1].split(",")
     later = tmp_path / "later.csv"
@@ -296,3 +314,108 @@ def test_a_key_another_device_already_has_is_refused_and_rings_come_from_the_ind
     plans = [otactl_json(w, "rollout", "plan", MODEL, "2.1.0", "--plan", str(MANIFESTS.parent / "canary" /
                                                                            "demo.yaml")) for w in (ws, bins_ws)]
     assert plans[0]["rings"] == plans[1]["rings"] and plans[0]["fleet_devices"] == 12, plans[0]
+
+
+# ------------------------------------------------------------- chains signed on request (decision 0408)
+def _tamper(ws: Path, device_id: str, record: bytes | None = None, **row_changes: Any) -> None:
+    """What a holder of the store (index and packs: as much as the online `devices` key) can do with the
+    director service: make it sign a row of their choosing, naming a record of their choosing."""
+    from otactl.app import director_served
+
+    ctx = Context.open(ws)
+    number = fleet_index.shard_of(device_id)
+    key = fleet_index.shard_key(number)
+    rows = fleet_index.decode(ctx.store.get(key), key)
+    row = rows[device_id]
+    if record is not None:
+        row_changes.update(sha256=hashlib.sha256(record).hexdigest(), length=len(record))
+        pack_key = director_served.pack_key(number)
+        pack = director_served.decode_pack(ctx.store.get(pack_key), pack_key)
+        pack[(device_id, row_changes["sha256"])] = record
+        ctx.store.put(pack_key, director_served.encode_pack(pack))
+    rows[device_id] = dataclasses.replace(row, **row_changes)
+    ctx.store.put(key, fleet_index.encode(rows))
+
+
+def test_the_director_service_signs_what_the_index_says_and_devices_still_refuse_what_it_cannot_vouch_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever writes the index and packs has the service sign what they like (as the online key's
+    holder can with stored chains): a granted variant, a chain version gone back, another device's
+    record. The device refuses each: the entitlement is offline-signed, versions only go up, a record
+    must bind the device's own key."""
+    ws = _workspace(tmp_path / "ws", monkeypatch, "director-served")
+    _devices(ws, ME, OTHER)
+    _policy(ws, "2.0.0")
+    device_dir = _provision(ws, tmp_path)
+    ctx = Context.open(ws)
+    with _serve(ws, "director-served") as url:
+        dev = _Device(device_dir, url)
+        try:
+            assert dev.poll()[0].active == "2.0.0"
+            ok(otactl(ws, "fleet", "set", ME, "--tag", "beta"))  # chain version 2
+            assert dev.poll()[0].outcome == "stayed" and _state_record(device_dir)["tags"] == ["beta"]
+            mine = director_app.Index(ctx).get(ME)
+            assert mine is not None and mine.version == 2
+
+            doc = json.loads(director_app.Index(ctx).record_bytes(mine))
+            doc["entitlement"]["statement"]["variant"] = "hp-500"
+            _tamper(ws, ME, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(), variant="hp-500",
+                    version=3)
+            granted, _ = dev.poll()
+            assert granted.entitlement_problem is not None and "keeping hp-400" in granted.entitlement_problem
+            active = dev.agent.installed()
+            assert active is not None and (active.version, active.variant) == ("2.0.0", "hp-400")
+
+            _tamper(ws, ME, director_app.Index(ctx).record_bytes(mine), variant="hp-400", version=1)
+            back, _ = dev.poll()
+            assert back.outcome == "error" and "version" in back.detail.lower(), back
+
+            theirs = director_app.Index(ctx).get(OTHER)
+            assert theirs is not None
+            _tamper(ws, ME, director_app.Index(ctx).record_bytes(theirs), version=9)
+            pointed, _ = dev.poll()
+            assert pointed.outcome == "error" and "does not describe this device" in pointed.detail, pointed
+            assert _state_record(device_dir)["tags"] == ["beta"]
+        finally:
+            dev.close()
+    refused = otactl(ws, "fleet", "verify")  # the row no longer says what its record says
+    assert refused.returncode == 1
+    assert_one_error_line(refused, "1 of 2 devices inconsistent", ME, "attributes differ")
+
+
+def test_tufjs_reads_a_devices_record_from_the_director_service(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """tuf-js reads a chain the service signs on request (snapshot and targets named by version only),
+    byte for byte the record the device's ngclient reads; a record changed in its pack is refused."""
+    from otactl.app import director_served
+
+    ws = _workspace(tmp_path / "ws", monkeypatch, "director-served")
+    _devices(ws, ME, OTHER)
+    _policy(ws, "2.0.0")
+    ok(otactl(ws, "fleet", "set", ME, "--tag", "js"))
+    device_dir = _provision(ws, tmp_path)
+    ctx = Context.open(ws)
+    director_root = tmp_path / "director-root.json"
+    director_root.write_bytes(ctx.store.get(director.root_key(1)))
+    with _serve(ws, "director-served") as url:
+        dev = _Device(device_dir, url)
+        try:
+            assert dev.poll()[0].active == "2.0.0"
+        finally:
+            dev.close()
+        mine = (DeviceState(device_dir).tuf_dir / "director" / "targets").iterdir()
+        agent_bytes = next(p for p in mine if p.name.endswith(f"{ME}.json")).read_bytes()
+        args = (director_root, f"{url}/{director.device_prefix(ME)}", f"{url}/targets/", tmp_path / "js-cache",
+                layout.device_path(ME))
+        js_bytes = tufjs_fetch(*args, root_url=f"{url}/director/metadata/")
+        assert js_bytes == agent_bytes and json.loads(js_bytes)["tags"] == ["js"]
+
+        row = director_app.Index(ctx).get(ME)
+        assert row is not None
+        key = director_served.pack_key(fleet_index.shard_of(ME))
+        pack = director_served.decode_pack(ctx.store.get(key), key)
+        pack[(ME, row.sha256)] = js_bytes.replace(b'"js"', b'"jz"')
+        ctx.store.put(key, director_served.encode_pack(pack))
+        refused = tufjs_run(director_root, f"{url}/{director.device_prefix(ME)}", f"{url}/targets/",
+                            tmp_path / "js-cache-2", layout.device_path(ME), root_url=f"{url}/director/metadata/")
+        assert not refused.ok and refused.error is not None and "hash" in refused.error.lower(), refused

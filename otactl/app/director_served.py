@@ -1,0 +1,247 @@
+"""Device chains signed on request (decision 0408): the director layout without a file per device.
+
+``otactl init --device-layout director-served`` keeps decision 0407's trust (the director root, per-device
+timestamp/snapshot/targets, the records' offline-signed entitlements) but stores none of the per-device
+files. What is stored is the fleet index (``director/index/<xx>.tsv``) and, beside each index shard, a
+record pack ``director/records/<xx>.tsv``: the records' bytes. A director service (``otactl repo serve``
+holding the online keys, as Uptane's director is an online service) signs a device's chain file when the
+device asks for it, from the index row: its version, expiry and record hash. So a fleet change writes
+two files per touched shard, whatever the number of devices, and a million-device import creates no
+million files.
+
+Pack format: a header line, then ``device_id <TAB> sha256 <TAB> record JSON`` per line (records are
+canonical JSON: no tab or newline). A pack may hold two records of one device for a moment: a write puts
+the new record in the pack first, then the index row that names it (the commit point), and the next
+write of that shard drops every record no row names. A crash between the two leaves the device on its
+old record, whole.
+
+The inputs of the service (index and packs) are as sensitive as the online ``devices`` key: whoever can
+write them can have the service sign a record's tags, region or pin. Never its entitlement: variant,
+features and the device's key come from the offline-signed statement inside the record, which the
+device checks (decision 0406).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from otactl import progress
+from otactl.app import director as app_director
+from otactl.app.context import Context
+from otactl.errors import ConflictError, NotFoundError, VerificationError
+from otactl.fleet import index as fleet_index
+from otactl.repo import director
+
+CONFIG_KEY = "director/config.json"
+CONFIG_SCHEMA = "otactl/director/1"
+PACK_HEADER = b"# otactl/fleet-records/1\tdevice_id\tsha256\trecord\n"
+RECORD_URL = re.compile(r"^targets/devices/(?P<sha>[0-9a-f]{64})\.(?P<id>[^/]+)\.json$")
+
+Pack = dict[tuple[str, str], bytes]  # (device id, record sha256) -> record bytes
+
+
+def pack_key(shard: int) -> str:
+    return f"director/records/{shard:02x}.tsv"
+
+
+def write_config(ctx: Context) -> None:
+    ctx.store.put(CONFIG_KEY, json.dumps({"schema": CONFIG_SCHEMA, "chains": "served"}, sort_keys=True).encode())
+
+
+def enabled(ctx: Context) -> bool:
+    """Whether this director signs device chains on request (else they are stored files)."""
+    data = ctx.store.get_optional(CONFIG_KEY)
+    if data is None:
+        return False
+    try:
+        doc = json.loads(data)
+        chains = doc["chains"] if doc.get("schema") == CONFIG_SCHEMA else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        chains = None
+    if chains not in ("served", "stored"):
+        raise VerificationError(f"{ctx.store.url}{CONFIG_KEY}: not a director configuration "
+                                f"(schema {CONFIG_SCHEMA}, chains: served or stored)")
+    return bool(chains == "served")
+
+
+def decode_pack(data: bytes, where: str) -> Pack:
+    if not data.startswith(PACK_HEADER):
+        raise VerificationError(f"{where}: not a record pack (its first line is not {PACK_HEADER[:24]!r}...)")
+    out: Pack = {}
+    for number, line in enumerate(data[len(PACK_HEADER):].split(b"\n"), start=2):
+        if not line:
+            continue
+        parts = line.split(b"\t", 2)
+        if len(parts) != 3:
+            raise VerificationError(f"{where}: line {number}: expected device_id, sha256 and record")
+        out[(parts[0].decode("utf-8", "replace"), parts[1].decode("ascii", "replace"))] = parts[2]
+    return out
+
+
+def encode_pack(pack: Pack) -> bytes:
+    lines = [PACK_HEADER]
+    for (device_id, sha), data in sorted(pack.items()):
+        if b"\n" in data or b"\t" in data:
+            raise ValueError(f"device {device_id}: a record holds a tab or newline")  # canonical JSON never does
+        lines.append(b"%s\t%s\t%s\n" % (device_id.encode(), sha.encode(), data))
+    return b"".join(lines)
+
+
+@dataclass
+class Packs:
+    """The record packs a command reads, each once."""
+
+    ctx: Context
+
+    def __post_init__(self) -> None:
+        self._packs: dict[int, tuple[Pack, str | None]] = {}
+
+    def load(self, shard: int) -> tuple[Pack, str | None]:
+        if shard not in self._packs:
+            key = pack_key(shard)
+            try:
+                found = self.ctx.store.get_versioned(key)
+                self._packs[shard] = decode_pack(found.data, f"{self.ctx.store.url}{key}"), found.etag
+            except NotFoundError:
+                self._packs[shard] = {}, None
+        return self._packs[shard]
+
+    def record(self, row: fleet_index.Row) -> bytes:
+        """The record bytes ``row`` names; a missing one is a ``NotFoundError`` naming the pack."""
+        shard = fleet_index.shard_of(row.device_id)
+        data = self.load(shard)[0].get((row.device_id, row.sha256))
+        if data is None:
+            raise NotFoundError(f"{self.ctx.store.url}{pack_key(shard)}: no record {row.sha256[:12]}... of device "
+                                f"{row.device_id!r} (the index names it)")
+        return data
+
+    def forget(self, shard: int) -> None:
+        self._packs.pop(shard, None)
+
+    def write(self, shard: int, rows: dict[str, fleet_index.Row], new: Iterable[tuple[fleet_index.Row, bytes]]) -> None:
+        """The shard's pack: every record ``rows`` (the index now) names, plus ``new``; conditional."""
+        pack, etag = self.load(shard)
+        kept: Pack = {k: v for k, v in pack.items() if (r := rows.get(k[0])) is not None and r.sha256 == k[1]}
+        for row, data in new:
+            kept[(row.device_id, row.sha256)] = data
+        key = pack_key(shard)
+        try:
+            etag = self.ctx.store.put_if(key, encode_pack(kept), etag)
+        except ConflictError:
+            raise ConflictError(f"{self.ctx.store.url}{key}: the record pack changed while this command ran "
+                                "(another fleet change at the same time); run the command again") from None
+        self._packs[shard] = kept, etag
+
+
+def write_records(ctx: Context, index: app_director.Index, items: Iterable[tuple[fleet_index.Row, bytes]]) -> int:
+    """Write changed records (rows from ``row_of`` with their bytes), shard by shard: the pack, then the
+    index rows at their next version (the commit point). Items in shard order write each shard once.
+    Returns the files written."""
+    written = 0
+    with app_director.writer_lock(ctx):
+        shard, batch = -1, list[tuple[fleet_index.Row, bytes]]()
+        for row, data in items:
+            number = fleet_index.shard_of(row.device_id)
+            if number != shard and batch:
+                written += _flush(ctx, index, shard, batch)
+                batch = []
+            shard = number
+            batch.append((row, data))
+        if batch:
+            written += _flush(ctx, index, shard, batch)
+    return written
+
+
+def _flush(ctx: Context, index: app_director.Index, shard: int, batch: list[tuple[fleet_index.Row, bytes]]) -> int:
+    index.packs.write(shard, index.shard(shard), batch)
+    index_rows(ctx, index, [row for row, _ in batch])
+    index.packs.forget(shard)  # bounded memory: a million records are not kept
+    return 2
+
+
+def index_rows(ctx: Context, index: app_director.Index, rows: Iterable[fleet_index.Row]) -> int:
+    """Each row at its device's next chain version with a fresh expiry, then the index saved: what
+    devices see next (the service signs from it). Returns the rows."""
+    expires = int((ctx.now + timedelta(days=ctx.trust.role("devices").expires_days)).timestamp())
+    count = 0
+    for new in rows:
+        old = index.get(new.device_id)
+        index.put(replace(new, version=(0 if old is None else old.version) + 1, expires=expires))
+        count += 1
+    index.save()
+    return count
+
+
+class ChainService:
+    """Signs a device's chain files on request, from the fleet index (``otactl repo serve``). Shards
+    and packs are cached and read again when their file changes (directory store) or on each request."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.signers = app_director.chain_signers(ctx)
+        self._cache: dict[int, tuple[object, dict[str, fleet_index.Row], Pack]] = {}
+
+    def _stamp(self, key: str) -> object:
+        from otactl.store.directory import DirectoryStore
+
+        store = self.ctx.store
+        if not isinstance(store, DirectoryStore):
+            return None  # read again each time
+        try:
+            st = (store.root / key).stat()
+        except FileNotFoundError:
+            return "absent"
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _shard(self, number: int) -> tuple[dict[str, fleet_index.Row], Pack]:
+        stamp = (self._stamp(fleet_index.shard_key(number)), self._stamp(pack_key(number)))
+        cached = self._cache.get(number)
+        if cached is not None and cached[0] == stamp and None not in stamp:
+            return cached[1], cached[2]
+        index = app_director.Index(self.ctx)
+        rows = index.shard(number)
+        pack = index.packs.load(number)[0]
+        self._cache[number] = (stamp, rows, pack)
+        return rows, pack
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes served at ``key``; None when the key is not the service's (a static file);
+        ``NotFoundError`` for a device or version it does not have."""
+        found = director.SERVED_URL.match(key)
+        if found is not None:
+            device_id = found["id"]
+            if found["vrole"] == "root":
+                return self.ctx.store.get(director.root_key(int(found["version"])))
+            row = self._shard(fleet_index.shard_of(device_id))[0].get(device_id)
+            if row is None:
+                raise NotFoundError(f"device {device_id!r}: not in the fleet")
+            role = found["role"] or found["vrole"]
+            if found["version"] is not None and int(found["version"]) != row.version:
+                raise NotFoundError(f"device {device_id!r}: no {role} version {found['version']}")
+            expires = datetime.fromtimestamp(row.expires, UTC)
+            return director.device_role(device_id, role, app_director.entry_of(row), row.version, expires,
+                                        self.signers[role])
+        found = RECORD_URL.match(key)
+        if found is not None:
+            device_id = found["id"]
+            pack = self._shard(fleet_index.shard_of(device_id))[1]
+            data = pack.get((device_id, found["sha"]))
+            if data is None:
+                raise NotFoundError(f"{key}: no such record")
+            return data
+        return None
+
+
+def records(ctx: Context, index: app_director.Index) -> Iterator[tuple[fleet_index.Row, bytes]]:
+    """Every row with its record bytes, shard by shard (one pack in memory at a time)."""
+    with progress.task("reading device records", fleet_index.SHARDS) as reading:
+        for number in range(fleet_index.SHARDS):
+            for row in index.shard(number).values():
+                yield row, index.packs.record(row)
+            index.packs.forget(number)
+            reading.advance()
+
