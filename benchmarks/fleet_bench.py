@@ -69,6 +69,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from otactl.app import director as director_app
+from otactl.app import director_served
 from otactl.app import fleet as fleet_app
 from otactl.app.context import Context
 from otactl.app.policy import publish_policy
@@ -76,6 +78,7 @@ from otactl.fleet.records import recommended_bin_bits
 from otactl.repo import director, layout
 from otactl.repo.canonical import CANONICAL
 from otactl.repo.client import HttpxFetcher, make_updater, record_updater
+from otactl.repo.serve import Dynamic, StoreHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "manifests" / "t9-engine-2.0.0.yaml"
@@ -134,8 +137,9 @@ class _Counter:
         return getattr(self.inner, name)
 
 
-class CountingHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files, and a log of (path, status, bytes sent including headers) per request."""
+class CountingHandler(StoreHandler):
+    """otactl's store handler (static files; with chains signed on request, the director service's
+    files too), and a log of (path, status, bytes sent including headers) per request."""
 
     requests: list[tuple[str, int, int]]
     lock: threading.Lock
@@ -160,9 +164,10 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serve(directory: Path) -> Iterator[tuple[str, list[tuple[str, int, int]]]]:
+def serve(directory: Path, dynamic: Dynamic | None = None) -> Iterator[tuple[str, list[tuple[str, int, int]]]]:
     log_: list[tuple[str, int, int]] = []
-    handler = type("Handler", (CountingHandler,), {"requests": log_, "lock": threading.Lock()})
+    handler = type("Handler", (CountingHandler,), {"requests": log_, "lock": threading.Lock(),
+                                                   "dynamic": staticmethod(dynamic) if dynamic else None})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -320,7 +325,9 @@ def bench(n: int, work: Path, set_reps: int, compare: bool, import_only: bool = 
     ctx = Context.open(ws)
     bin_name = ctx.repository().bin_for(layout.device_path(me)) if device_layout == "bins" else None
     polls: dict[str, Poll] = {}
-    with serve(store_dir) as (url, reqs):
+    # chains signed on request: the director service `otactl repo serve` runs (decision 0408), in process
+    service = director_served.ChainService(ctx) if device_layout == "director-served" else None
+    with serve(store_dir, None if service is None else service.get) as (url, reqs):
         dev = Device((store_dir / "metadata" / "1.root.json").read_bytes(), url, reqs, base / "device-otactl", me)
         polls["cold"] = dev.poll()
         polls["a"] = dev.poll()
@@ -353,6 +360,11 @@ def bench(n: int, work: Path, set_reps: int, compare: bool, import_only: bool = 
     if bin_name is not None:
         out["sizes"]["bin"] = (store_dir / layout.metadata_key(bin_name, repo.role(bin_name).signed.version)).stat(
             ).st_size
+    elif service is not None:  # the chain the service signs for the device now
+        version = director_app.Index(ctx).get(me).version  # type: ignore[union-attr]
+        out["sizes"]["chain"] = sum(len(service.get(director.device_key(me, role, None if role == "timestamp"
+                                                                          else version)) or b"")
+                                    for role in ("timestamp", "snapshot", "targets"))
     else:  # the device's own chain: its timestamp, snapshot and targets (one version for all three)
         version = Metadata.from_bytes((store_dir / director.device_key(me, "timestamp", None)).read_bytes()
                                       ).signed.version
@@ -461,8 +473,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="working directory (default: a temp dir)")
     ap.add_argument("--set-reps", type=int, default=5, help="`fleet set` runs per size (median reported)")
     ap.add_argument("--no-compare", action="store_true", help="skip the one-file comparison repository")
-    ap.add_argument("--layouts", nargs="+", default=["bins", "director"], choices=["bins", "director"],
-                    help="device layouts to measure side by side (decisions 0401 and 0407)")
+    ap.add_argument("--layouts", nargs="+", default=["bins", "director", "director-served"],
+                    choices=["bins", "director", "director-served"],
+                    help="device layouts to measure side by side (decisions 0401, 0407 and 0408)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     ap.add_argument("--import-only", action="store_true",
                     help="time `fleet import` only (init, release, import; no polls, sets or comparison)")

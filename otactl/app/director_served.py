@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from otactl import progress
@@ -170,7 +170,7 @@ def index_rows(ctx: Context, index: app_director.Index, rows: Iterable[fleet_ind
     count = 0
     for new in rows:
         old = index.get(new.device_id)
-        index.put(replace(new, version=(0 if old is None else old.version) + 1, expires=expires))
+        index.put(new.at((0 if old is None else old.version) + 1, expires))
         count += 1
     index.save()
     return count

@@ -18,6 +18,7 @@ record hash is the one its device's signed chain lists, and its attributes are t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ SHARDS = 256
 _NONE = "-"
 
 
+@functools.lru_cache(maxsize=1 << 14)  # an import asks for each device's shard several times in a row
 def shard_of(device_id: str) -> int:
     return hashlib.sha256(device_id.encode()).digest()[0]
 
@@ -54,6 +56,11 @@ class Row:
     version: int
     expires: int  # Unix seconds
     key: str  # the device's public key, hex
+
+    def at(self, version: int, expires: int) -> Row:
+        """This row at another chain version and expiry (``dataclasses.replace``, without its cost)."""
+        return Row(self.device_id, self.model, self.variant, self.region, self.tags, self.pin, self.row,
+                   self.sha256, self.length, version, expires, self.key)
 
     def encode(self) -> str:
         return "\t".join((self.device_id, self.model, self.variant, self.region, ",".join(self.tags) or _NONE,

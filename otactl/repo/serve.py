@@ -16,7 +16,9 @@ from otactl.store.base import BlobStore
 Dynamic = Callable[[str], bytes | None]  # a store key -> its bytes, None if static; NotFoundError: 404
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class StoreHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files of a directory store, and with ``dynamic`` the files made on request."""
+
     dynamic: Dynamic | None = None
 
     def log_message(self, format: str, *args: object) -> None:
@@ -57,8 +59,8 @@ def make_server(store: BlobStore, host: str = "127.0.0.1", port: int = 0,
 
     if not isinstance(store, DirectoryStore):
         raise UsageError(f"{store.url}: only a directory store can be served; serve S3 with its own endpoint")
-    handler = functools.partial(type("_Handler", (_QuietHandler,), {"dynamic": staticmethod(dynamic)})
-                                if dynamic is not None else _QuietHandler, directory=str(store.root))
+    handler = functools.partial(type("_Handler", (StoreHandler,), {"dynamic": staticmethod(dynamic)})
+                                if dynamic is not None else StoreHandler, directory=str(store.root))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
