@@ -129,6 +129,17 @@ def test_a_device_reads_its_own_chain_and_pays_nothing_for_another_devices_chang
         finally:
             dev.close()
     assert (DeviceState(device_dir).tuf_dir / "director" / "metadata" / "root.json").is_file()
+    versions = {r.device_id: r.version for r in director_app.Index(Context.open(ws)).rows()}
+    ok(otactl(ws, "repo", "refresh", "--force"))  # every chain at its next version, a fresh expiry
+    assert {r.device_id: r.version for r in director_app.Index(Context.open(ws)).rows()} == \
+        {d: v + 1 for d, v in versions.items()}
+    with _serve(ws, device_layout) as url:
+        dev = _Device(device_dir, url)
+        try:
+            refreshed, _ = dev.poll()
+            assert refreshed.outcome == "stayed" and _state_record(device_dir)["tags"] == ["beta"], refreshed
+        finally:
+            dev.close()
     ok(otactl(ws, "repo", "prune", "--grace-days", "0", "--keep-versions", "0"))  # records are the chains'
     checked = otactl_json(ws, "fleet", "verify")
     assert (checked["devices"], checked["problems"]) == (2, [])
