@@ -117,6 +117,8 @@ class _Records:
         self.index = director.Index(ctx) if director.enabled(repo) else None
         self._bins: dict[str, str] = {}
         self._written = 0
+        # chains signed on request (decision 0408): records are written as they stream, nothing is kept
+        self.retains = self.index is None or not self.index.served
         self.layout = "bins" if self.index is None else "director"
 
     def entry(self, device_id: str) -> TargetFile | None:
@@ -176,12 +178,12 @@ class _Records:
 
     def publish(self, ctx: Context, changed: Sequence[Changed]) -> int:
         """Publish the changed records; the number of metadata files written."""
+        if not self.retains:
+            return self._written  # written and indexed by ``write``
         if not changed:
             return 0
         if self.index is None:
             return len(self.repo.publish())
-        if self.index.served:
-            return self._written  # written and indexed by ``write``
         return director.publish(ctx, self.index, [row for row in changed if isinstance(row, fleet_index.Row)])
 
 
@@ -209,10 +211,11 @@ def _plan(ctx: Context, where: _Records, records: list[DeviceRecord], signers: S
                                  f"yet ({SIGNERS_PATH})", hint="run `otactl fleet entitle`")
             plan.ready.append(r.entitled(None))
             continue
-        old_tf = plan.old[r.device_id] = where.entry(r.device_id)
+        old_tf = where.entry(r.device_id)
         if old_tf is None:
             plan.to_sign.append((r, 1))
             continue
+        plan.old[r.device_id] = old_tf  # only devices that have one: a new fleet's million are not kept
         if not reread and layout.get_custom(old_tf).get("row") == r.inventory_digest() and where.indexed_as(r):
             plan.unchanged += 1
             continue
@@ -250,13 +253,15 @@ def _write(ctx: Context, where: _Records, plan: _Plan, keys: EntitlementSigners 
         for r in entitled():
             written.advance()
             path, data, tf = _entry(r)
-            old = plan.old[r.device_id] if r.device_id in plan.old else where.entry(r.device_id)
+            old = plan.old.get(r.device_id) or where.entry(r.device_id)
             if old is not None and old.length == tf.length and old.hashes == tf.hashes and \
                     layout.get_custom(old) == layout.get_custom(tf) and where.indexed_as(r):
                 unchanged += 1
                 continue
-            changed.append(where.keep(r, tf))
-            yield changed[-1], layout.target_key(path, tf.hashes["sha256"]), data
+            kept = where.keep(r, tf)
+            if where.retains:  # not when written as they stream past (a million rows are 350 MB)
+                changed.append(kept)
+            yield kept, layout.target_key(path, tf.hashes["sha256"]), data
 
     # record files are content-addressed: invisible to devices until a bin names them
     with progress.task("writing device records", len(plan.ready) + len(plan.to_sign)) as writing:
@@ -356,8 +361,9 @@ def set_device(ctx: Context, device_id: str, *, variant: str | None, tags: list[
     keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
     changed, _, batches = _write(ctx, where, plan, keys, DEFAULT_BATCH_SIZE)
     written = where.publish(ctx, changed)
-    final = get_device(ctx, repo, device_id) if changed else record
-    return final, FleetChange(1, _units(where, changed), written, 0 if changed else 1, len(plan.to_sign), batches,
+    final = get_device(ctx, repo, device_id) if changed or written else record
+    return final, FleetChange(1, _units(where, changed), written, 0 if changed or written else 1, len(plan.to_sign),
+                              batches,
                               where.layout)
 
 

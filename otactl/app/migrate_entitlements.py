@@ -71,11 +71,13 @@ def migrate_entitlements(ctx: Context, *, entitlement_keys: Sequence[str] = (), 
         where = _Records(ctx, repo)
         plan = _plan(ctx, where, records, signers, reread=True)
         keys = EntitlementSigners(ctx, signers, tuple(entitlement_keys))
+        first = len(repo.publish()) if published and not where.retains else 0  # served: records go live in _write
         changed, _, batches = _write(ctx, where, plan, keys, batch_size)
         if where.index is None:
             written = len(repo.publish()) if changed or published else 0
         else:  # the signers first (devices look for them), then the chains naming records they sign
-            written = (len(repo.publish()) if published else 0) + where.publish(ctx, changed)
+            written = first + (len(repo.publish()) if published and where.retains else 0) + \
+                where.publish(ctx, changed)
     except BaseException:
         ctx.trust = ctx.signers.trust = old_trust
         if created is not None:
