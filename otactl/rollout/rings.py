@@ -103,16 +103,21 @@ def plan_report(plan: Plan, salt: str, devices: Sequence[DeviceInfo]) -> PlanRep
     Deterministic: the same plan, salt and devices give the same report (strata sorted).
     """
     dims = plan.strata
-    fleet_strata = sorted({str(project(d.stratum, dims)) for d in devices})
+    names: dict[tuple[str, str, str], str] = {}  # a million devices fall in a handful of strata
+    seen: set[str] = set()
     counts: list[dict[str, int]] = [{} for _ in plan.rings]
     unassigned = 0
     for d in devices:
+        key = names.get((d.model, d.variant, d.region))
+        if key is None:
+            key = names[(d.model, d.variant, d.region)] = str(project(d.stratum, dims))
+        seen.add(key)
         i = ring_of(plan.rings, salt, d)
         if i is None:
             unassigned += 1
             continue
-        key = str(project(d.stratum, dims))
         counts[i][key] = counts[i].get(key, 0) + 1
+    fleet_strata = sorted(seen)
     reports: list[RingReport] = []
     cumulative: dict[str, int] = {}
     for ring, per in zip(plan.rings, counts, strict=True):
