@@ -34,10 +34,11 @@ _NAMED = ("device_id", "model", "hardware_revision", "variant", "region")
 _LABELS = tuple((kind, kind.replace("_", " ")) for kind in _NAMED)
 _V2_FIELDS = frozenset({"schema", "device_id", "region", "tags", "pin", "entitlement"})
 
+_COPIED = ("device_id", "model", "hardware_revision", "variant", "region", "tags", "public_key", "pin", "features")
 Grant = tuple[str, str, str, str, str, tuple[str, ...]]  # device id, model, hw revision, key, variant, features
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: an import holds a million of them
 class DeviceRecord:
     """A device's record. ``variant``, ``features``, ``model``, ``hardware_revision`` and
     ``public_key`` are what the record *claims*: with an entitlement they equal its statement, and
@@ -88,7 +89,8 @@ class DeviceRecord:
         if entitlement is not None and entitlement.statement.grant != self.grant:
             raise ValueError("the entitlement's statement grants another device, key, variant or features")
         new = object.__new__(DeviceRecord)  # the other fields are checked already: copy, do not re-check
-        new.__dict__.update(self.__dict__)
+        for name in _COPIED:
+            object.__setattr__(new, name, getattr(self, name))
         object.__setattr__(new, "entitlement", entitlement)
         return new
 

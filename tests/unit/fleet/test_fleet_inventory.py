@@ -83,3 +83,15 @@ def test_record_bytes_are_the_documented_format() -> None:
         b'"public_key":"222cad7039e2175c99d2586b7cda9342a37c960abc67e55729b80cb5b0623c0f","region":"eu",'
         b'"schema":"otactl/device/1","tags":["lab"],"variant":"hp-400"}')
     assert DeviceRecord.from_bytes(r.to_bytes(), "x") == r
+
+
+def test_a_record_entitled_copies_every_field_but_the_entitlement() -> None:
+    """``DeviceRecord.entitled`` copies fields by name (slots, no __dict__): a field added to the record
+    and not to that list would be left unset on every imported record."""
+    import dataclasses
+
+    from otactl.fleet import records
+
+    assert (*records._COPIED, "entitlement") == tuple(f.name for f in dataclasses.fields(records.DeviceRecord))
+    r = records.DeviceRecord("t9-1", "m", "revA", "hp-300", "eu", ("a",), "ab" * 32, "2.0.0", ("turbo",))
+    assert r.entitled(None) == r and not hasattr(r, "__dict__")
