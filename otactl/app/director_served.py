@@ -2,12 +2,12 @@
 
 ``otactl init --device-layout director-served`` keeps decision 0407's trust (the director root, per-device
 timestamp/snapshot/targets, the records' offline-signed entitlements) but stores none of the per-device
-files. What is stored is the fleet index (``director/index/<xx>.tsv``) and, beside each index shard, a
-record pack ``director/records/<xx>.tsv``: the records' bytes. A director service (``otactl repo serve``
-holding the online keys, as Uptane's director is an online service) signs a device's chain file when the
-device asks for it, from the index row: its version, expiry and record hash. So a fleet change writes
-two files per touched shard, whatever the number of devices, and a million-device import creates no
-million files.
+files. What is stored is the fleet index (``director/index/<xx>.tsv``) and record packs
+``director/records/<xyz>.tsv``, 16 per index shard (the first 12 bits of sha256(id)): the records'
+bytes. A director service (``otactl repo serve`` holding the online keys, as Uptane's director is an
+online service) signs a device's chain file when the device asks for it, from the index row: its
+version, expiry and record hash. So a fleet change writes a few files per touched shard (its packs,
+then the shard), and a million-device import creates no million files.
 
 Pack format: a header line, then ``device_id <TAB> sha256 <TAB> record JSON`` per line (records are
 canonical JSON: no tab or newline). A pack may hold two records of one device for a moment: a write puts
@@ -23,6 +23,8 @@ device checks (decision 0406).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -44,8 +46,18 @@ RECORD_URL = re.compile(r"^targets/devices/(?P<sha>[0-9a-f]{64})\.(?P<id>[^/]+)\
 Pack = dict[tuple[str, str], bytes]  # (device id, record sha256) -> record bytes
 
 
-def pack_key(shard: int) -> str:
-    return f"director/records/{shard:02x}.tsv"
+PACKS_PER_SHARD = 16  # a pack holds 1/4096 of the fleet: a one-device change rewrites ~370 KB at 1M
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def pack_of(device_id: str) -> int:
+    """The device's record pack: the first 12 bits of sha256(id), so pack ``p`` is in index shard ``p // 16``."""
+    digest = hashlib.sha256(device_id.encode()).digest()
+    return (digest[0] << 4) | (digest[1] >> 4)
+
+
+def pack_key(pack: int) -> str:
+    return f"director/records/{pack:03x}.tsv"
 
 
 def write_config(ctx: Context) -> None:
@@ -100,41 +112,48 @@ class Packs:
     def __post_init__(self) -> None:
         self._packs: dict[int, tuple[Pack, str | None]] = {}
 
-    def load(self, shard: int) -> tuple[Pack, str | None]:
-        if shard not in self._packs:
-            key = pack_key(shard)
+    def load(self, pack: int) -> tuple[Pack, str | None]:
+        if pack not in self._packs:
+            key = pack_key(pack)
             try:
                 found = self.ctx.store.get_versioned(key)
-                self._packs[shard] = decode_pack(found.data, f"{self.ctx.store.url}{key}"), found.etag
+                self._packs[pack] = decode_pack(found.data, f"{self.ctx.store.url}{key}"), found.etag
             except NotFoundError:
-                self._packs[shard] = {}, None
-        return self._packs[shard]
+                self._packs[pack] = {}, None
+        return self._packs[pack]
 
     def record(self, row: fleet_index.Row) -> bytes:
         """The record bytes ``row`` names; a missing one is a ``NotFoundError`` naming the pack."""
-        shard = fleet_index.shard_of(row.device_id)
-        data = self.load(shard)[0].get((row.device_id, row.sha256))
+        pack = pack_of(row.device_id)
+        data = self.load(pack)[0].get((row.device_id, row.sha256))
         if data is None:
-            raise NotFoundError(f"{self.ctx.store.url}{pack_key(shard)}: no record {row.sha256[:12]}... of device "
+            raise NotFoundError(f"{self.ctx.store.url}{pack_key(pack)}: no record {row.sha256[:12]}... of device "
                                 f"{row.device_id!r} (the index names it)")
         return data
 
     def forget(self, shard: int) -> None:
-        self._packs.pop(shard, None)
+        """Let go of the shard's packs (a later read loads them again)."""
+        for pack in range(shard * PACKS_PER_SHARD, (shard + 1) * PACKS_PER_SHARD):
+            self._packs.pop(pack, None)
 
-    def write(self, shard: int, rows: dict[str, fleet_index.Row], new: Iterable[tuple[fleet_index.Row, bytes]]) -> None:
-        """The shard's pack: every record ``rows`` (the index now) names, plus ``new``; conditional."""
-        pack, etag = self.load(shard)
-        kept: Pack = {k: v for k, v in pack.items() if (r := rows.get(k[0])) is not None and r.sha256 == k[1]}
+    def write(self, rows: dict[str, fleet_index.Row], new: Iterable[tuple[fleet_index.Row, bytes]]) -> None:
+        """The packs of ``new``'s devices (one index shard's): every record ``rows`` (that shard's index
+        now) names, plus ``new``; conditional writes."""
+        by_pack: dict[int, list[tuple[fleet_index.Row, bytes]]] = {}
         for row, data in new:
-            kept[(row.device_id, row.sha256)] = data
-        key = pack_key(shard)
-        try:
-            etag = self.ctx.store.put_if(key, encode_pack(kept), etag)
-        except ConflictError:
-            raise ConflictError(f"{self.ctx.store.url}{key}: the record pack changed while this command ran "
-                                "(another fleet change at the same time); run the command again") from None
-        self._packs[shard] = kept, etag
+            by_pack.setdefault(pack_of(row.device_id), []).append((row, data))
+        for number, items in sorted(by_pack.items()):
+            pack, etag = self.load(number)
+            kept: Pack = {k: v for k, v in pack.items() if (r := rows.get(k[0])) is not None and r.sha256 == k[1]}
+            for row, data in items:
+                kept[(row.device_id, row.sha256)] = data
+            key = pack_key(number)
+            try:
+                etag = self.ctx.store.put_if(key, encode_pack(kept), etag)
+            except ConflictError:
+                raise ConflictError(f"{self.ctx.store.url}{key}: the record pack changed while this command ran "
+                                    "(another fleet change at the same time); run the command again") from None
+            self._packs[number] = kept, etag
 
 
 def write_records(ctx: Context, index: app_director.Index, items: Iterable[tuple[fleet_index.Row, bytes]]) -> int:
@@ -157,10 +176,10 @@ def write_records(ctx: Context, index: app_director.Index, items: Iterable[tuple
 
 
 def _flush(ctx: Context, index: app_director.Index, shard: int, batch: list[tuple[fleet_index.Row, bytes]]) -> int:
-    index.packs.write(shard, index.shard(shard), batch)
+    index.packs.write(index.shard(shard), batch)
     index_rows(ctx, index, [row for row, _ in batch])
     index.packs.forget(shard)  # bounded memory: a million records are not kept
-    return 2
+    return 1 + len({pack_of(row.device_id) for row, _ in batch})
 
 
 def index_rows(ctx: Context, index: app_director.Index, rows: Iterable[fleet_index.Row]) -> int:
@@ -183,7 +202,8 @@ class ChainService:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.signers = app_director.chain_signers(ctx)
-        self._cache: dict[int, tuple[object, dict[str, fleet_index.Row], Pack]] = {}
+        self._rows: dict[int, tuple[object, dict[str, fleet_index.Row]]] = {}
+        self._packs: dict[int, tuple[object, Pack]] = {}
 
     def _stamp(self, key: str) -> object:
         from otactl.store.directory import DirectoryStore
@@ -197,16 +217,21 @@ class ChainService:
             return "absent"
         return st.st_ino, st.st_mtime_ns, st.st_size
 
-    def _shard(self, number: int) -> tuple[dict[str, fleet_index.Row], Pack]:
-        stamp = (self._stamp(fleet_index.shard_key(number)), self._stamp(pack_key(number)))
-        cached = self._cache.get(number)
-        if cached is not None and cached[0] == stamp and None not in stamp:
-            return cached[1], cached[2]
-        index = app_director.Index(self.ctx)
-        rows = index.shard(number)
-        pack = index.packs.load(number)[0]
-        self._cache[number] = (stamp, rows, pack)
-        return rows, pack
+    def _row(self, device_id: str) -> fleet_index.Row | None:
+        number = fleet_index.shard_of(device_id)
+        stamp = self._stamp(fleet_index.shard_key(number))
+        cached = self._rows.get(number)
+        if cached is None or cached[0] != stamp or stamp is None:
+            cached = self._rows[number] = (stamp, app_director.Index(self.ctx).shard(number))
+        return cached[1].get(device_id)
+
+    def _pack(self, device_id: str) -> Pack:
+        number = pack_of(device_id)
+        stamp = self._stamp(pack_key(number))
+        cached = self._packs.get(number)
+        if cached is None or cached[0] != stamp or stamp is None:
+            cached = self._packs[number] = (stamp, Packs(self.ctx).load(number)[0])
+        return cached[1]
 
     def get(self, key: str) -> bytes | None:
         """The bytes served at ``key``; None when the key is not the service's (a static file);
@@ -216,7 +241,7 @@ class ChainService:
             device_id = found["id"]
             if found["vrole"] == "root":
                 return self.ctx.store.get(director.root_key(int(found["version"])))
-            row = self._shard(fleet_index.shard_of(device_id))[0].get(device_id)
+            row = self._row(device_id)
             if row is None:
                 raise NotFoundError(f"device {device_id!r}: not in the fleet")
             role = found["role"] or found["vrole"]
@@ -228,8 +253,7 @@ class ChainService:
         found = RECORD_URL.match(key)
         if found is not None:
             device_id = found["id"]
-            pack = self._shard(fleet_index.shard_of(device_id))[1]
-            data = pack.get((device_id, found["sha"]))
+            data = self._pack(device_id).get((device_id, found["sha"]))
             if data is None:
                 raise NotFoundError(f"{key}: no such record")
             return data

@@ -12,6 +12,7 @@ import pytest
 from fixtures.repo import CrashingStore, SimulatedCrash
 
 from otactl.app import director as director_app
+from otactl.app import director_served
 from otactl.app.context import Context, utcnow
 from otactl.app.fleet import import_devices
 from otactl.app.init import init_workspace
@@ -116,7 +117,8 @@ def _served_chains(ctx: Context) -> dict[str, tuple[int, str]]:
     return out
 
 
-SERVED_WRITES = 2 + 2 * len({fleet_index.shard_of(d) for d in IDS})  # the lock, a pack and an index shard each
+# the lock, then per index shard its packs and the shard, then the lock again
+SERVED_WRITES = 2 + len({fleet_index.shard_of(d) for d in IDS}) + len({director_served.pack_of(d) for d in IDS})
 
 
 def test_a_served_change_writes_the_lock_then_a_pack_and_an_index_shard_per_shard(
@@ -128,9 +130,15 @@ def test_a_served_change_writes_the_lock_then_a_pack_and_an_index_shard_per_shar
     store = CrashingStore(ctx.store, None)
     import_devices(Context(ctx.workspace, ctx.trust, store, ctx.signers, ctx.now), _records("after"), "inventory")
     assert len(store.writes) == SERVED_WRITES and store.writes[0] == store.writes[-1] == JOURNAL_KEY
-    for pack, shard in zip(store.writes[1:-1:2], store.writes[2:-1:2], strict=True):
-        assert pack.startswith("director/records/") and shard.startswith("director/index/")
-        assert pack.rpartition("/")[2] == shard.rpartition("/")[2]  # the pack, then the index naming it
+    packs: list[str] = []
+    for key in store.writes[1:-1]:  # each shard's packs, then the shard (its commit point)
+        if key.startswith("director/records/"):
+            packs.append(key)
+            continue
+        assert key.startswith("director/index/") and packs, store.writes
+        assert {p.rpartition("/")[2][:2] for p in packs} == {key.rpartition("/")[2][:2]}, store.writes
+        packs = []
+    assert packs == []
     assert not [k for k in ctx.store.list("") if k.startswith(("director/devices/", "targets/devices/"))]
 
 
