@@ -260,10 +260,29 @@ def test_online_keys_cannot_point_a_device_at_another_devices_record_or_roll_its
     assert Metadata.from_bytes(ctx.store.get(director.root_key(None))).signed.version == 1
 
 
-def test_tufjs_reads_a_devices_record_through_its_own_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A second TUF client (tuf-js) reads the layout: the director root, the device's chain, its record,
-    byte for byte what the device's ngclient reads; a record changed on disk is refused."""
-    ws = _workspace(tmp_path / "ws", monkeypatch, "director")
+def _change_record(ws: Path, device_layout: str, device_id: str, data: bytes) -> None:
+    """Replace the bytes of the record the device's chain names, leaving everything signed alone."""
+    from otactl.app import director_served
+
+    ctx = Context.open(ws)
+    row = director_app.Index(ctx).get(device_id)
+    assert row is not None
+    if device_layout == "director":
+        ctx.store.put(layout.target_key(layout.device_path(device_id), row.sha256), data)
+        return
+    key = director_served.pack_key(director_served.pack_of(device_id))
+    pack = director_served.decode_pack(ctx.store.get(key), key)
+    pack[(device_id, row.sha256)] = data
+    ctx.store.put(key, director_served.encode_pack(pack))
+
+
+@pytest.mark.parametrize("device_layout", LAYOUTS)
+def test_tufjs_reads_a_devices_record_through_its_own_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            device_layout: str) -> None:
+    """A second TUF client (tuf-js) reads the layout: the director root, the device's chain (stored, or
+    signed by the service with snapshot and targets named by version only), its record, byte for byte
+    what the device's ngclient reads; a record changed on disk or in its pack is refused."""
+    ws = _workspace(tmp_path / "ws", monkeypatch, device_layout)
     _devices(ws, ME, OTHER)
     _policy(ws, "2.0.0")
     ok(otactl(ws, "fleet", "set", ME, "--tag", "js"))  # version 2 of its chain
@@ -271,7 +290,7 @@ def test_tufjs_reads_a_devices_record_through_its_own_chain(tmp_path: Path, monk
     ctx = Context.open(ws)
     director_root = tmp_path / "director-root.json"
     director_root.write_bytes(ctx.store.get(director.root_key(1)))
-    with served(ws) as url:
+    with _serve(ws, device_layout) as url:
         dev = _Device(device_dir, url)
         try:
             assert dev.poll()[0].active == "2.0.0"
@@ -284,10 +303,7 @@ def test_tufjs_reads_a_devices_record_through_its_own_chain(tmp_path: Path, monk
         js_bytes = tufjs_fetch(*args, root_url=f"{url}/director/metadata/")
         assert js_bytes == agent_bytes and json.loads(js_bytes)["tags"] == ["js"]
 
-        row = director_app.Index(ctx).get(ME)
-        assert row is not None
-        record_key = layout.target_key(layout.device_path(ME), row.sha256)
-        ctx.store.put(record_key, js_bytes.replace(b'"js"', b'"jz"'))
+        _change_record(ws, device_layout, ME, js_bytes.replace(b'"js"', b'"jz"'))
         refused = tufjs_run(director_root, f"{url}/{director.device_prefix(ME)}", f"{url}/targets/",
                             tmp_path / "js-cache-2", layout.device_path(ME), root_url=f"{url}/director/metadata/")
         assert not refused.ok and refused.error is not None and "hash" in refused.error.lower(), refused
@@ -394,41 +410,3 @@ def test_the_director_service_signs_what_the_index_says_and_devices_still_refuse
     refused = otactl(ws, "fleet", "verify")  # the row no longer says what its record says
     assert refused.returncode == 1
     assert_one_error_line(refused, "1 of 2 devices inconsistent", ME, "attributes differ")
-
-
-def test_tufjs_reads_a_devices_record_from_the_director_service(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """tuf-js reads a chain the service signs on request (snapshot and targets named by version only),
-    byte for byte the record the device's ngclient reads; a record changed in its pack is refused."""
-    from otactl.app import director_served
-
-    ws = _workspace(tmp_path / "ws", monkeypatch, "director-served")
-    _devices(ws, ME, OTHER)
-    _policy(ws, "2.0.0")
-    ok(otactl(ws, "fleet", "set", ME, "--tag", "js"))
-    device_dir = _provision(ws, tmp_path)
-    ctx = Context.open(ws)
-    director_root = tmp_path / "director-root.json"
-    director_root.write_bytes(ctx.store.get(director.root_key(1)))
-    with _serve(ws, "director-served") as url:
-        dev = _Device(device_dir, url)
-        try:
-            assert dev.poll()[0].active == "2.0.0"
-        finally:
-            dev.close()
-        mine = (DeviceState(device_dir).tuf_dir / "director" / "targets").iterdir()
-        agent_bytes = next(p for p in mine if p.name.endswith(f"{ME}.json")).read_bytes()
-        args = (director_root, f"{url}/{director.device_prefix(ME)}", f"{url}/targets/", tmp_path / "js-cache",
-                layout.device_path(ME))
-        js_bytes = tufjs_fetch(*args, root_url=f"{url}/director/metadata/")
-        assert js_bytes == agent_bytes and json.loads(js_bytes)["tags"] == ["js"]
-
-        row = director_app.Index(ctx).get(ME)
-        assert row is not None
-        key = director_served.pack_key(director_served.pack_of(ME))
-        pack = director_served.decode_pack(ctx.store.get(key), key)
-        pack[(ME, row.sha256)] = js_bytes.replace(b'"js"', b'"jz"')
-        ctx.store.put(key, director_served.encode_pack(pack))
-        refused = tufjs_run(director_root, f"{url}/{director.device_prefix(ME)}", f"{url}/targets/",
-                            tmp_path / "js-cache-2", layout.device_path(ME), root_url=f"{url}/director/metadata/")
-        assert not refused.ok and refused.error is not None and "hash" in refused.error.lower(), refused
