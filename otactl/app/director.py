@@ -124,28 +124,36 @@ class Index:
         for number in range(fleet_index.SHARDS):
             yield from self.shard(number).values()
 
+    def save_shard(self, number: int) -> None:
+        """Write shard ``number`` (changed in place, through ``shard``) and let it go: a later ``get``
+        reads it again."""
+        self._write(number)
+        del self._shards[number], self._etags[number]
+
     def save(self, before: int | None = None) -> None:
         """Write the changed shards (only those numbered below ``before``, which are then let go: a
         later ``get`` reads them again)."""
         for number in sorted(n for n in self._dirty if before is None or n < before):
-            key = fleet_index.shard_key(number)
-            try:
-                self._etags[number] = self.ctx.store.put_if(key, fleet_index.encode(self._shards[number]),
-                                                             self._etags[number])
-            except ConflictError:
-                raise ConflictError(f"{self.ctx.store.url}{key}: the fleet index changed while this command ran "
-                                    "(another fleet change at the same time); the devices' chains are written, "
-                                    "run the command again to bring the index up to date") from None
-            self._dirty.discard(number)
+            self._write(number)
             if before is not None:
                 del self._shards[number], self._etags[number]
 
+    def _write(self, number: int) -> None:
+        key = fleet_index.shard_key(number)
+        try:
+            self._etags[number] = self.ctx.store.put_if(key, fleet_index.encode(self._shards[number]),
+                                                         self._etags[number])
+        except ConflictError:
+            raise ConflictError(f"{self.ctx.store.url}{key}: the fleet index changed while this command ran "
+                                "(another fleet change at the same time); the devices' chains are written, "
+                                "run the command again to bring the index up to date") from None
+        self._dirty.discard(number)
 
-def row_of(record: DeviceRecord, tf: TargetFile) -> fleet_index.Row:
-    """The index row of ``record`` (entry ``tf``); ``publish`` sets its version and expiry."""
+
+def row_of(record: DeviceRecord, sha256: str, length: int) -> fleet_index.Row:
+    """The index row of ``record``, whose file has that hash and length; ``publish`` sets its version and expiry."""
     return fleet_index.Row(record.device_id, record.model, record.variant, record.region, tuple(sorted(record.tags)),
-                           record.pin, record.inventory_digest(), tf.hashes["sha256"], tf.length, 0, 0,
-                           record.public_key)
+                           record.pin, record.inventory_digest(), sha256, length, 0, 0, record.public_key)
 
 
 def entry_of(row: fleet_index.Row) -> TargetFile:
@@ -304,7 +312,7 @@ def verify(ctx: Context, index: Index | None = None) -> tuple[int, list[Inconsis
                 problems.append(Inconsistency(device_id, f"chain version {version}, index says {row.version}"))
             data = ctx.store.get(layout.target_key(tf.path, row.sha256))
             record = DeviceRecord.from_bytes(data, tf.path)
-            if replace(row_of(record, tf), version=row.version, expires=row.expires) != row:
+            if row_of(record, tf.hashes["sha256"], tf.length).at(row.version, row.expires) != row:
                 problems.append(Inconsistency(device_id, "the index's attributes differ from the signed record"))
     for key in ctx.store.list("director/devices/"):
         device_id = key.removeprefix("director/devices/").partition("/")[0]
@@ -328,7 +336,7 @@ def _verify_served(index: Index) -> tuple[int, list[Inconsistency]]:
                     problems.append(Inconsistency(row.device_id, f"its record: {exc}"))
                     continue
                 record = DeviceRecord.from_bytes(data, layout.device_path(row.device_id))
-                if replace(row_of(record, entry_of(row)), version=row.version, expires=row.expires) != row:
+                if row_of(record, row.sha256, row.length).at(row.version, row.expires) != row:
                     problems.append(Inconsistency(row.device_id, "the index's attributes differ from its record"))
             index.packs.forget(number)
             checking.advance()

@@ -136,9 +136,9 @@ class Packs:
         for pack in range(shard * PACKS_PER_SHARD, (shard + 1) * PACKS_PER_SHARD):
             self._packs.pop(pack, None)
 
-    def write(self, rows: dict[str, fleet_index.Row], new: Iterable[tuple[fleet_index.Row, bytes]]) -> None:
+    def write(self, rows: dict[str, fleet_index.Row], new: Iterable[tuple[fleet_index.Row, bytes]]) -> int:
         """The packs of ``new``'s devices (one index shard's): every record ``rows`` (that shard's index
-        now) names, plus ``new``; conditional writes."""
+        now) names, plus ``new``; conditional writes. Returns the packs written."""
         by_pack: dict[int, list[tuple[fleet_index.Row, bytes]]] = {}
         for row, data in new:
             by_pack.setdefault(pack_of(row.device_id), []).append((row, data))
@@ -154,6 +154,7 @@ class Packs:
                 raise ConflictError(f"{self.ctx.store.url}{key}: the record pack changed while this command ran "
                                     "(another fleet change at the same time); run the command again") from None
             self._packs[number] = kept, etag
+        return len(by_pack)
 
 
 def write_records(ctx: Context, index: app_director.Index, items: Iterable[tuple[fleet_index.Row, bytes]]) -> int:
@@ -176,16 +177,27 @@ def write_records(ctx: Context, index: app_director.Index, items: Iterable[tuple
 
 
 def _flush(ctx: Context, index: app_director.Index, shard: int, batch: list[tuple[fleet_index.Row, bytes]]) -> int:
-    index.packs.write(index.shard(shard), batch)
-    index_rows(ctx, index, [row for row, _ in batch])
-    index.packs.forget(shard)  # bounded memory: a million records are not kept
-    return 1 + len({pack_of(row.device_id) for row, _ in batch})
+    """One index shard's changed records: its packs, then its rows (the commit point); both are then
+    let go (bounded memory: a million records and rows are not kept)."""
+    rows = index.shard(shard)
+    packs = index.packs.write(rows, batch)
+    expires = _expires(ctx)
+    for new, _ in batch:
+        old = rows.get(new.device_id)
+        rows[new.device_id] = new.at((0 if old is None else old.version) + 1, expires)
+    index.save_shard(shard)
+    index.packs.forget(shard)
+    return 1 + packs
+
+
+def _expires(ctx: Context) -> int:
+    return int((ctx.now + timedelta(days=ctx.trust.role("devices").expires_days)).timestamp())
 
 
 def index_rows(ctx: Context, index: app_director.Index, rows: Iterable[fleet_index.Row]) -> int:
     """Each row at its device's next chain version with a fresh expiry, then the index saved: what
     devices see next (the service signs from it). Returns the rows."""
-    expires = int((ctx.now + timedelta(days=ctx.trust.role("devices").expires_days)).timestamp())
+    expires = _expires(ctx)
     count = 0
     for new in rows:
         old = index.get(new.device_id)

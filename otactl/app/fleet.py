@@ -140,12 +140,24 @@ class _Records:
         return row is not None and (row.model, row.variant, row.region, row.tags, row.pin) == \
             (record.model, record.variant, record.region, tuple(sorted(record.tags)), record.pin)
 
-    def keep(self, record: DeviceRecord, tf: TargetFile) -> Changed:
-        """What the layout needs of a written record to publish it (not the record: a million
-        entitled records would be gigabytes): its bin entry, or its index row."""
-        if self.index is None:
-            return tf
-        return director.row_of(record, tf)
+    def prepare(self, record: DeviceRecord, old: TargetFile | None,
+                looked_up: bool) -> tuple[Changed, str, bytes] | None:
+        """What the layout needs of a record to write and publish it (not the record: a million entitled
+        records would be gigabytes): its bin entry or index row, its file's key and its bytes; None when
+        the published record and its index row already say this. ``old`` is its published entry if known;
+        ``looked_up`` says an absent one was looked for already."""
+        if self.index is not None and self.index.served:  # no entry, no file key: the row is what is written
+            data = record.to_bytes()
+            row = director.row_of(record, hashlib.sha256(data).hexdigest(), len(data))
+            was = self.index.get(record.device_id) if old is not None or not looked_up else None
+            return None if was is not None and was.at(0, 0) == row else (row, "", data)
+        path, data, tf = _entry(record)
+        old = old or (None if looked_up else self.entry(record.device_id))
+        if old is not None and old.length == tf.length and old.hashes == tf.hashes and \
+                layout.get_custom(old) == layout.get_custom(tf) and self.indexed_as(record):
+            return None
+        kept: Changed = tf if self.index is None else director.row_of(record, tf.hashes["sha256"], tf.length)
+        return kept, layout.target_key(path, tf.hashes["sha256"]), data
 
     def write(self, ctx: Context, items: Iterator[tuple[Changed, str, bytes]]) -> None:
         """Write the record files (content-addressed: invisible until published), or with chains signed
@@ -241,27 +253,26 @@ def _write(ctx: Context, where: _Records, plan: _Plan, keys: EntitlementSigners 
     unchanged = 0
     batches = -(-len(plan.to_sign) // batch_size)
 
-    def entitled() -> Iterator[DeviceRecord]:
-        yield from plan.ready
+    def entitled() -> Iterator[tuple[DeviceRecord, bool]]:
+        """Each record to write, and whether ``_plan`` looked up its published entry (a new device has none)."""
+        for r in plan.ready:
+            yield r, r.device_id in plan.old
         proofs = sign_in_batches((r.statement(v) for r, v in plan.to_sign), signer_list, issued=ctx.now,
                                  batch_size=batch_size)
         for (r, _), proof in zip(plan.to_sign, proofs, strict=True):
-            yield r.entitled(proof)
+            yield r.entitled(proof), True
 
     def files(written: progress.Task) -> Iterator[tuple[Changed, str, bytes]]:
         nonlocal unchanged
-        for r in entitled():
+        for r, looked_up in entitled():
             written.advance()
-            path, data, tf = _entry(r)
-            old = plan.old.get(r.device_id) or where.entry(r.device_id)
-            if old is not None and old.length == tf.length and old.hashes == tf.hashes and \
-                    layout.get_custom(old) == layout.get_custom(tf) and where.indexed_as(r):
+            item = where.prepare(r, plan.old.get(r.device_id), looked_up)
+            if item is None:
                 unchanged += 1
                 continue
-            kept = where.keep(r, tf)
             if where.retains:  # not when written as they stream past (a million rows are 350 MB)
-                changed.append(kept)
-            yield kept, layout.target_key(path, tf.hashes["sha256"]), data
+                changed.append(item[0])
+            yield item
 
     # record files are content-addressed: invisible to devices until a bin names them
     with progress.task("writing device records", len(plan.ready) + len(plan.to_sign)) as writing:

@@ -72,7 +72,7 @@ def migrate_devices(ctx: Context) -> MigrateDevicesResult:
         changed = []
         for record in records:
             _, _, tf = _entry(record)  # the same bytes and entry the bins name: the file is there already
-            changed.append(director.row_of(record, tf))
+            changed.append(director.row_of(record, tf.hashes["sha256"], tf.length))
         director.publish(ctx, index, changed)
         director.create(ctx, repo)
         root = repo.edit_root()

@@ -11,7 +11,8 @@ Pure functions: no I/O.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 HASH_SIZE = 32
 
@@ -26,22 +27,40 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 def tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
     """The root over ``leaves`` (leaf hashes) and each leaf's inclusion path, leaf to root."""
+    return _tree(leaves, _same)
+
+
+def tree_hex(leaves: Sequence[bytes]) -> tuple[bytes, list[list[str]]]:
+    """``tree``, with each path node spelled in hex once (a node is on many paths)."""
+    return _tree(leaves, bytes.hex)
+
+
+T = TypeVar("T")
+
+
+def _same(node: bytes) -> bytes:
+    return node
+
+
+def _tree(leaves: Sequence[bytes], spell: Callable[[bytes], T]) -> tuple[bytes, list[list[T]]]:
     if not leaves:
         raise ValueError("a Merkle tree needs at least one leaf")
-    paths: list[list[bytes]] = [[] for _ in leaves]
-    return _build(leaves, 0, len(leaves), paths), paths
+    paths: list[list[T]] = [[] for _ in leaves]
+    return _build(leaves, 0, len(leaves), paths, spell), paths
 
 
-def _build(leaves: Sequence[bytes], lo: int, hi: int, paths: list[list[bytes]]) -> bytes:
+def _build(leaves: Sequence[bytes], lo: int, hi: int, paths: list[list[T]], spell: Callable[[bytes], T]) -> bytes:
     if hi - lo == 1:
         return leaves[lo]
     k = 1 << ((hi - lo - 1).bit_length() - 1)  # the largest power of two below hi - lo
-    left = _build(leaves, lo, lo + k, paths)
-    right = _build(leaves, lo + k, hi, paths)
+    left = _build(leaves, lo, lo + k, paths, spell)
+    right = _build(leaves, lo + k, hi, paths, spell)
+    spelled = spell(right)
     for i in range(lo, lo + k):  # siblings are appended after the subtree's own: leaf-to-root order
-        paths[i].append(right)
+        paths[i].append(spelled)
+    spelled = spell(left)
     for i in range(lo + k, hi):
-        paths[i].append(left)
+        paths[i].append(spelled)
     return node_hash(left, right)
 
 
