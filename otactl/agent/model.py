@@ -21,10 +21,10 @@ RELEASE_SCHEMA = "otactl/release/1"
 CONFIG_SCHEMA = "otactl/config/1"
 SLOT_SCHEMA = "otactl/slot/1"
 
-_VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-_PATTERN = re.compile(r"^[0-9A-Za-z.*+-]+$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")  # what a report's ring field may hold
+_VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?\Z")
+_PATTERN = re.compile(r"^[0-9A-Za-z.*+-]+\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z")  # what a report's ring field may hold
 
 
 def version_key(version: str) -> tuple[Any, ...]:

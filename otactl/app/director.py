@@ -152,8 +152,9 @@ class Index:
 
 def row_of(record: DeviceRecord, sha256: str, length: int) -> fleet_index.Row:
     """The index row of ``record``, whose file has that hash and length; ``publish`` sets its version and expiry."""
-    return fleet_index.Row(record.device_id, record.model, record.variant, record.region, tuple(sorted(record.tags)),
-                           record.pin, record.inventory_digest(), sha256, length, 0, 0, record.public_key)
+    tags = tuple(sorted(record.tags)) if len(record.tags) > 1 else record.tags
+    return fleet_index.Row(record.device_id, record.model, record.variant, record.region, tags, record.pin,
+                           record.inventory_digest(), sha256, length, 0, 0, record.public_key)
 
 
 def entry_of(row: fleet_index.Row) -> TargetFile:

@@ -23,7 +23,6 @@ device checks (decision 0406).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -41,7 +40,7 @@ from otactl.repo import director
 CONFIG_KEY = "director/config.json"
 CONFIG_SCHEMA = "otactl/director/1"
 PACK_HEADER = b"# otactl/fleet-records/1\tdevice_id\tsha256\trecord\n"
-RECORD_URL = re.compile(r"^targets/devices/(?P<sha>[0-9a-f]{64})\.(?P<id>[^/]+)\.json$")
+RECORD_URL = re.compile(r"^targets/devices/(?P<sha>[0-9a-f]{64})\.(?P<id>[^/]+)\.json\Z")
 
 Pack = dict[tuple[str, str], bytes]  # (device id, record sha256) -> record bytes
 
@@ -49,7 +48,6 @@ Pack = dict[tuple[str, str], bytes]  # (device id, record sha256) -> record byte
 PACKS_PER_SHARD = 16  # a pack holds 1/4096 of the fleet: a one-device change rewrites ~370 KB at 1M
 
 
-@functools.lru_cache(maxsize=1 << 14)
 def pack_of(device_id: str) -> int:
     """The device's record pack: the first 12 bits of sha256(id), so pack ``p`` is in index shard ``p // 16``."""
     digest = hashlib.sha256(device_id.encode()).digest()

@@ -42,8 +42,8 @@ from otactl.repo.repository import JOURNAL_KEY, Repository
 
 DEFAULT_KEEP_VERSIONS = 3
 DEFAULT_GRACE_DAYS = 7
-_VERSIONED = re.compile(r"^metadata/([0-9]+)\.(.+)\.json$")
-_TARGET = re.compile(r"^targets/(?:(.*)/)?([0-9a-f]{64})\.([^/]+)$")
+_VERSIONED = re.compile(r"^metadata/([0-9]+)\.(.+)\.json\Z")
+_TARGET = re.compile(r"^targets/(?:(.*)/)?([0-9a-f]{64})\.([^/]+)\Z")
 
 
 @dataclass(frozen=True)

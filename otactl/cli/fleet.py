@@ -33,9 +33,10 @@ def import_cmd(inventory: Path = typer.Argument(..., help="CSV or YAML inventory
     """
     from otactl.app.context import Context
     from otactl.app.fleet import import_devices
+    from otactl.bulk import collector_paused
     from otactl.fleet.records import read_inventory
 
-    with progress(f"reading {inventory}", prompts=True) as status:
+    with progress(f"reading {inventory}", prompts=True) as status, collector_paused():
         inv = read_inventory(inventory)
         ctx = Context.open(workspace)
         status(f"signing and publishing {len(inv.records)} device records")

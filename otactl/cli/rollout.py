@@ -79,9 +79,10 @@ def plan(model: str = ModelArg, version: str = VersionArg,
     """
     from otactl.app import rollout
     from otactl.app.context import Context
+    from otactl.bulk import collector_paused
 
     ctx = Context.open(workspace)
-    with progress():
+    with progress(), collector_paused():
         report = rollout.plan(ctx, model, version, plan_file)
     powered = None
     if telemetry is not None:

@@ -42,8 +42,8 @@ BATCH_SCHEMA = "otactl/entitlement-batch/1"
 DEFAULT_BATCH_SIZE = 1024
 MAX_BATCH_SIZE = 1 << 16  # a path of at most 16 hashes
 MAX_VERSION = (1 << 53) - 1  # exact in every JSON implementation (tuf-js too)
-_HEX_KEY = re.compile(r"^[0-9a-f]{64}$")
-_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+_HEX_KEY = re.compile(r"^[0-9a-f]{64}\Z")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
 _STATEMENT_FIELDS = frozenset({"schema", "device_id", "model", "hardware_revision", "public_key", "variant",
                                "features", "version"})
 _BATCH_FIELDS = frozenset({"schema", "batch_id", "root", "count", "issued"})

@@ -18,8 +18,8 @@ from otactl.repo.layout import check_name
 from otactl.yamlio import FieldPath, YamlDoc, check_keys, load_yaml
 
 SCHEMA = "otactl/manifest/1"
-VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-_PATTERN = re.compile(r"^[0-9A-Za-z.*+-]+$")
+VERSION_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?\Z")
+_PATTERN = re.compile(r"^[0-9A-Za-z.*+-]+\Z")
 TOP_KEYS_ORDER = ("schema", "model", "version", "security_version", "firmware", "variants", "compatible_from",
                   "stepping_stone", "notes")
 TOP_KEYS = set(TOP_KEYS_ORDER)

@@ -41,7 +41,7 @@ ROOT_TARGET = "director/root.json"  # in the image repository's top-level target
 # director role -> the image repository's trust role whose keys and threshold sign it
 ROLE_KEYS: dict[str, str] = {"root": "root", "targets": "devices", "snapshot": "snapshot", "timestamp": "timestamp"}
 _SERIALIZER = JSONSerializer(compact=True)
-_ROOT_URL = re.compile(r"^(?P<base>.*/)director/devices/[^/]+/(?P<file>\d+\.root\.json)$")
+_ROOT_URL = re.compile(r"^(?P<base>.*/)director/devices/[^/]+/(?P<file>\d+\.root\.json)\Z")
 
 
 def root_key(version: int | None) -> str:
@@ -117,7 +117,7 @@ def device_role(device_id: str, role: str, record: TargetFile, version: int, exp
 
 
 SERVED_URL = re.compile(r"^director/devices/(?P<id>[^/]+)/(?:(?P<role>timestamp)\.json|(?P<version>\d+)\."
-                        r"(?P<vrole>snapshot|targets|root)\.json)$")
+                        r"(?P<vrole>snapshot|targets|root)\.json)\Z")
 
 
 def read_chain(root: Metadata[Root], device_id: str, get: Callable[[str], bytes]) -> tuple[int, TargetFile | None]:

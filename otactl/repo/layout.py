@@ -29,7 +29,8 @@ DELEGATION_PATHS: dict[str, list[str]] = {
     "release-index": ["firmware/*/*/*", "config/*/*/*", "releases/*/*"],
 }
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_NAME = re.compile(rf"^{NAME_PATTERN}\Z")
 
 
 def check_name(kind: str, value: str) -> str:

@@ -19,8 +19,8 @@ from otactl.yamlio import FieldPath, YamlDoc, check_keys, load_yaml
 
 SCHEMA = "otactl/scenario/1"
 MODES = ("full", "model")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?\Z")
+_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fleet_parts import INVENTORY_CSV, INVENTORY_YAML
 
-from otactl.errors import ExitCode, InputFileError
+from otactl.errors import ExitCode, InputFileError, OtactlError
 from otactl.fleet.records import DeviceRecord, read_inventory
 
 BAD = Path(__file__).parent / "bad_inventories"
@@ -47,6 +47,19 @@ def test_bad_inventory_gets_its_exact_message(path: Path) -> None:
     assert str(caught.value) == expected
     assert caught.value.exit_code == ExitCode.USAGE
     assert caught.value.line is not None
+
+
+@pytest.mark.parametrize("field", ["device_id", "model", "hardware_revision", "variant", "region", "public_key",
+                                   "pin", "tags"])
+def test_a_trailing_newline_is_not_part_of_a_valid_name(field: str) -> None:
+    """``$`` matches before a final newline: every check anchors at the very end (``\\Z``), so no name,
+    key or version reaches a path segment or a record's JSON with a newline in it."""
+    good = {"device_id": "d1", "model": "m", "hardware_revision": "revA", "variant": "v", "region": "eu",
+            "tags": ("lab",), "public_key": "ab" * 32, "pin": "2.0.0"}
+    DeviceRecord(**good)  # type: ignore[arg-type]  # the control
+    bad = {**good, field: ("lab\n",) if field == "tags" else good[field] + "\n"}
+    with pytest.raises((ValueError, OtactlError)):
+        DeviceRecord(**bad)  # type: ignore[arg-type]
 
 
 def test_a_missing_inventory_is_named() -> None:
