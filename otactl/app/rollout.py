@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -74,17 +74,17 @@ def default_salt(model: str, version: str, plan: Plan) -> str:
     return plan.salt or hashlib.sha256(f"otactl-rollout:{model}/{version}".encode()).hexdigest()[:16]
 
 
-def fleet_devices(ctx: Context, model: str) -> list[DeviceInfo]:
-    """The model's devices as rings see them: from the fleet index in the director layout (no record
-    opened, decision 0407; ``otactl fleet verify`` proves it consistent), else from the records."""
+def fleet_devices(ctx: Context, model: str) -> Iterator[DeviceInfo]:
+    """The model's devices as rings see them: from the fleet index in the director layout, shard by
+    shard (no record opened, decision 0407; ``otactl fleet verify`` proves it consistent; a million
+    devices are never all in memory), else from the records."""
     from otactl.app import director
     from otactl.app.fleet import list_devices
 
     if director.enabled(ctx.repository()):
-        return [DeviceInfo(DeviceId(d), m, v, r, t) for d, m, v, r, t in director.ring_attributes(ctx, model)]
-
-    return [DeviceInfo(DeviceId(r.device_id), r.model, r.variant, r.region, frozenset(r.tags))
-            for r in list_devices(ctx) if r.model == model]
+        return (DeviceInfo(DeviceId(d), m, v, r, t) for d, m, v, r, t in director.ring_attributes(ctx, model))
+    return (DeviceInfo(DeviceId(r.device_id), r.model, r.variant, r.region, frozenset(r.tags))
+            for r in list_devices(ctx) if r.model == model)
 
 
 def plan(ctx: Context, model: str, version: str, plan_file: Path) -> PlanReport:

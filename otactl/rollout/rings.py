@@ -97,8 +97,9 @@ class PlanReport:
         }
 
 
-def plan_report(plan: Plan, salt: str, devices: Sequence[DeviceInfo]) -> PlanReport:
-    """Devices per ring, strata coverage per ring, and the exposure before the first gate.
+def plan_report(plan: Plan, salt: str, devices: Iterable[DeviceInfo]) -> PlanReport:
+    """Devices per ring, strata coverage per ring, and the exposure before the first gate; ``devices``
+    are read once (a stream: a million-device fleet is not held in memory).
 
     Deterministic: the same plan, salt and devices give the same report (strata sorted).
     """
@@ -106,8 +107,9 @@ def plan_report(plan: Plan, salt: str, devices: Sequence[DeviceInfo]) -> PlanRep
     names: dict[tuple[str, str, str], str] = {}  # a million devices fall in a handful of strata
     seen: set[str] = set()
     counts: list[dict[str, int]] = [{} for _ in plan.rings]
-    unassigned = 0
+    unassigned = total = 0
     for d in devices:
+        total += 1
         key = names.get((d.model, d.variant, d.region))
         if key is None:
             key = names[(d.model, d.variant, d.region)] = str(project(d.stratum, dims))
@@ -129,7 +131,7 @@ def plan_report(plan: Plan, salt: str, devices: Sequence[DeviceInfo]) -> PlanRep
                                   tuple(sorted(per.items()))))
     first_gated = next((i for i, r in enumerate(plan.rings) if r.gates), len(plan.rings) - 1)
     exposed = reports[first_gated].cumulative if reports else 0
-    return PlanReport(plan.name, salt, len(devices), len(fleet_strata), tuple(reports),
+    return PlanReport(plan.name, salt, total, len(fleet_strata), tuple(reports),
                       unassigned, exposed)
 
 
