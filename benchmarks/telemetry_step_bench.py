@@ -37,16 +37,18 @@ STRATA = [("hp-300", "eu"), ("hp-400", "eu"), ("hp-500", "na"), ("hp-300", "na")
 PLAN = Path(__file__).resolve().parent.parent / "canary" / "default.yaml"  # rings lab, canary, ...
 
 
-def build(path: Path, devices: int, reports: int) -> tuple[datetime, int]:
-    """A database holding ``reports`` reports; returns (now, reports stored)."""
+def build(path: Path, devices: int, reports: int, end: datetime | None = None) -> tuple[datetime, int]:
+    """A database holding ``reports`` reports, the last hour ending at ``end`` (default: START plus the
+    hours it needs); returns (now, reports stored)."""
     hours = max(49, math.ceil(reports / devices))
+    start = START if end is None else end - timedelta(hours=hours)
     ReportStore(path).close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
     stored, seq = 0, [0] * devices
     for h in range(hours):
-        at = START + timedelta(hours=h)
+        at = start + timedelta(hours=h)
         rows = []
         for d in range(devices):
             if stored >= reports:
@@ -68,7 +70,7 @@ def build(path: Path, devices: int, reports: int) -> tuple[datetime, int]:
         book.flush()
         conn.execute("COMMIT")
     conn.close()
-    return START + timedelta(hours=hours), stored
+    return start + timedelta(hours=hours), stored
 
 
 def schema_2_counts(conn: sqlite3.Connection, query: CohortQuery) -> int:

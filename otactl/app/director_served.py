@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -205,6 +206,60 @@ def index_rows(ctx: Context, index: app_director.Index, rows: Iterable[fleet_ind
     return count
 
 
+def _stamp(ctx: Context, key: str) -> object:
+    """What changes when the key's file changes (directory store); None: read it again each time."""
+    from otactl.store.directory import DirectoryStore
+
+    store = ctx.store
+    if not isinstance(store, DirectoryStore):
+        return None
+    try:
+        st = (store.root / key).stat()
+    except FileNotFoundError:
+        return "absent"
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class DirectorService:
+    """What ``otactl repo serve`` makes on request: device chains while the director configuration says
+    they are served (a ``ChainService``), else nothing (static files only). The configuration and the
+    workspace's trust file are looked at again when their files change: a repository migrated to served
+    chains while the server runs (``repo migrate-devices --chains served``, which also rotates the
+    snapshot key) is served from its next request on, signed by the keys the trust file names now."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._seen: object = self._stamps()
+        self._service = ChainService(ctx) if enabled(ctx) else None  # bad configuration, no keys: refused now
+
+    def _stamps(self) -> object:
+        trust = self.ctx.workspace.root / self.ctx.trust.path
+        try:
+            st = trust.stat()
+            trust_stamp: object = st.st_ino, st.st_mtime_ns, st.st_size
+        except FileNotFoundError:
+            trust_stamp = "absent"
+        stamp = _stamp(self.ctx, CONFIG_KEY)
+        return None if stamp is None else (stamp, trust_stamp)
+
+    def enabled(self) -> bool:
+        stamps = self._stamps()
+        with self._lock:
+            if stamps is None or stamps != self._seen:
+                self.ctx = Context.open(self.ctx.workspace.root)  # the trust file as it is now
+                self._service = ChainService(self.ctx) if enabled(self.ctx) else None
+                self._seen = stamps
+            return self._service is not None
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes served at ``key`` (``ChainService.get``); None for a static file."""
+        if not self.enabled():
+            return None
+        assert self._service is not None
+        return self._service.get(key)
+
+
 class ChainService:
     """Signs a device's chain files on request, from the fleet index (``otactl repo serve``). Shards
     and packs are cached and read again when their file changes (directory store) or on each request."""
@@ -215,21 +270,9 @@ class ChainService:
         self._rows: dict[int, tuple[object, dict[str, fleet_index.Row]]] = {}
         self._packs: dict[int, tuple[object, Pack]] = {}
 
-    def _stamp(self, key: str) -> object:
-        from otactl.store.directory import DirectoryStore
-
-        store = self.ctx.store
-        if not isinstance(store, DirectoryStore):
-            return None  # read again each time
-        try:
-            st = (store.root / key).stat()
-        except FileNotFoundError:
-            return "absent"
-        return st.st_ino, st.st_mtime_ns, st.st_size
-
     def _row(self, device_id: str) -> fleet_index.Row | None:
         number = fleet_index.shard_of(device_id)
-        stamp = self._stamp(fleet_index.shard_key(number))
+        stamp = _stamp(self.ctx, fleet_index.shard_key(number))
         cached = self._rows.get(number)
         if cached is None or cached[0] != stamp or stamp is None:
             cached = self._rows[number] = (stamp, app_director.Index(self.ctx).shard(number))
@@ -237,7 +280,7 @@ class ChainService:
 
     def _pack(self, device_id: str) -> Pack:
         number = pack_of(device_id)
-        stamp = self._stamp(pack_key(number))
+        stamp = _stamp(self.ctx, pack_key(number))
         cached = self._packs.get(number)
         if cached is None or cached[0] != stamp or stamp is None:
             cached = self._packs[number] = (stamp, Packs(self.ctx).load(number)[0])

@@ -14,19 +14,26 @@ for 'devices-0.json'"), so the same publication rotates the snapshot key: a new 
 new key ``snapshot-N``, under which the cached snapshot no longer verifies, and a client takes the new,
 small snapshot as if it had none (the specification's recovery from a fast-forward attack, section
 5.3.11). The old snapshot key stays for the other roles it may sign (it is often the one online key).
+
+With ``--chains served`` (decision 0408) nothing is written per device: the records go into record
+packs and the fleet index, and ``otactl repo serve`` signs each chain when the device asks. A service
+already running takes the change up at the publication (it watches the director configuration), so
+devices that poll right after find their chains.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
 import otactl.keys.keyfile as keyfile
-from otactl.app import director
+from otactl.app import director, director_served
 from otactl.app.context import Context
 from otactl.app.fleet import _entry, list_devices
 from otactl.app.keys import _journaled, _new_key, _next_name
-from otactl.errors import KeyAccessError
+from otactl.errors import KeyAccessError, UsageError
+from otactl.fleet import index as fleet_index
 from otactl.repo import layout
 from otactl.workspace import RoleEntry
 
@@ -52,7 +59,14 @@ def _need(ctx: Context, role: str, why: str) -> None:
                              hint="run `otactl repo migrate-devices` where the offline keys are")
 
 
-def migrate_devices(ctx: Context) -> MigrateDevicesResult:
+CHAINS = ("stored", "served")  # decision 0407's files per device, or 0408's chains signed on request
+
+
+def migrate_devices(ctx: Context, chains: str = "stored") -> MigrateDevicesResult:
+    """Move the records to the director, its chains ``stored`` per device or ``served`` (signed on
+    request by ``otactl repo serve``, which takes the change up while it runs)."""
+    if chains not in CHAINS:
+        raise UsageError(f"chains {chains!r}: use one of {', '.join(CHAINS)}")
     repo = ctx.repository()
     if director.enabled(repo):
         return MigrateDevicesResult(ctx.store.url, False, sum(1 for _ in director.Index(ctx).rows()), 0)
@@ -60,6 +74,12 @@ def migrate_devices(ctx: Context) -> MigrateDevicesResult:
     _need(ctx, "targets", "listing the director's root in targets")
     director.chain_signers(ctx)  # the online keys, before anything is made
     records = list_devices(ctx)
+    # devices see none of this before the publication below: a run that stopped with the other choice
+    # left only files no device reads, and the configuration says which the director now is
+    if chains == "served":
+        director_served.write_config(ctx)
+    else:
+        ctx.store.delete(director_served.CONFIG_KEY)
     snapshot = ctx.trust.role("snapshot")
     new_entry, new_path = _new_key(ctx, _next_name(ctx.trust, "snapshot"))
     roles = dict(ctx.trust.roles)
@@ -69,11 +89,17 @@ def migrate_devices(ctx: Context) -> MigrateDevicesResult:
     try:
         repo.trust = ctx.trust = ctx.signers.trust = trust
         index = director.Index(ctx)
-        changed = []
-        for record in records:
-            _, _, tf = _entry(record)  # the same bytes and entry the bins name: the file is there already
-            changed.append(director.row_of(record, tf.hashes["sha256"], tf.length))
-        director.publish(ctx, index, changed)
+        if index.served:  # the records' bytes into packs, shard by shard, then their index rows
+            ordered = sorted(records, key=lambda r: (fleet_index.shard_of(r.device_id), r.device_id))
+            items = ((director.row_of(r, hashlib.sha256(data).hexdigest(), len(data)), data)
+                     for r in ordered for data in (r.to_bytes(),))
+            director_served.write_records(ctx, index, items)
+        else:
+            changed = []
+            for record in records:
+                _, _, tf = _entry(record)  # the same bytes and entry the bins name: the file is there already
+                changed.append(director.row_of(record, tf.hashes["sha256"], tf.length))
+            director.publish(ctx, index, changed)
         director.create(ctx, repo)
         root = repo.edit_root()
         for name in snapshot.keys:

@@ -127,11 +127,11 @@ def serve(
     from otactl.repo.serve import serve_directory
 
     ctx = Context.open(workspace)
-    dynamic = None
-    if director_served.enabled(ctx):  # the director service: device chains signed on request (decision 0408)
-        dynamic = director_served.ChainService(ctx).get
-    what = " (signing device chains on request)" if dynamic is not None else ""
-    serve_directory(ctx.store, host, port, dynamic=dynamic,
+    # the director service: device chains signed on request (decision 0408); in a repository that is
+    # not (yet) served, it starts when `repo migrate-devices --chains served` writes its configuration
+    service = director_served.DirectorService(ctx)
+    what = " (signing device chains on request)" if service.enabled() else ""
+    serve_directory(ctx.store, host, port, dynamic=service.get,
                     ready=lambda url: info(f"serving {ctx.store.url}{what} on {url} (Ctrl-C to stop)"))
 
 
@@ -209,23 +209,29 @@ def prune(
 
 
 @app.command("migrate-devices")
-def migrate_devices(workspace: Path = WorkspaceOpt, output: Output = OutputOpt) -> None:
+def migrate_devices(
+    chains: str = typer.Option("stored", "--chains",
+                               help="stored: a chain of files per device (static hosting); served: signed on "
+                                    "request by `otactl repo serve`, nothing stored per device (decision 0408)."),
+    workspace: Path = WorkspaceOpt, output: Output = OutputOpt,
+) -> None:
     """Move device records from hash bins to per-device director chains (root and targets keys).
 
-    Every device's chain is written first; one publication then lists the director's root (signed by
-    the offline targets key) and drops the bins. Devices provisioned before switch to their own chain
-    at their next poll and never lose trust (docs/decisions/0407-per-device-director-metadata.md).
-    Safe to run again. Exit 0: migrated or already migrated; 1: a key is not here, or the store failed.
+    Every device's chain (or, served, its record and index row) is written first; one publication then
+    lists the director's root (signed by the offline targets key) and drops the bins. Devices provisioned
+    before switch to their own chain at their next poll and never lose trust
+    (docs/decisions/0407-per-device-director-metadata.md). Safe to run again. Exit 0: migrated or
+    already migrated; 1: a key is not here, or the store failed; 2: an unknown --chains.
 
     \b
     Example:
-      otactl repo migrate-devices
+      otactl repo migrate-devices --chains served
     """
     from otactl.app.context import Context
     from otactl.app.migrate_devices import migrate_devices as run
 
     with progress("writing device chains"):
-        result = run(Context.open(workspace))
+        result = run(Context.open(workspace), chains)
     if output is Output.json:
         emit_json("repo-migrate-devices", result.to_json())
         return

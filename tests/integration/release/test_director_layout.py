@@ -154,13 +154,16 @@ def test_a_device_reads_its_own_chain_and_pays_nothing_for_another_devices_chang
         assert len(per_device) >= 2 * 4
 
 
+@pytest.mark.parametrize("chains", ["stored", "served"])
 def test_a_repository_with_hash_bins_moves_to_the_director_without_any_device_losing_trust(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chains: str) -> None:
+    """Stored chains are static files; served ones come from the `otactl repo serve` process that was
+    already serving the bins, which takes the migration up while it runs."""
     ws = _workspace(tmp_path / "ws", monkeypatch, "bins")
     _devices(ws, ME, OTHER)
     _policy(ws, "2.0.0")
     device_dir = _provision(ws, tmp_path)  # provisioned before the move, with the image root only
-    with served(ws) as url:
+    with _serve(ws, "director-served" if chains == "served" else "director") as url:
         dev = _Device(device_dir, url)
         try:
             before, _ = dev.poll()
@@ -168,10 +171,15 @@ def test_a_repository_with_hash_bins_moves_to_the_director_without_any_device_lo
             snapshot_before = len(Context.open(ws).store.get(layout.metadata_key(
                 "snapshot", Context.open(ws).repository().snapshot.signed.version)))
 
-            moved = otactl_json(ws, "repo", "migrate-devices")
+            moved = otactl_json(ws, "repo", "migrate-devices", "--chains", chains)
             assert (moved["migrated"], moved["devices"], moved["bins_dropped"]) == (True, 2, 4), moved
-            again = otactl_json(ws, "repo", "migrate-devices")
+            again = otactl_json(ws, "repo", "migrate-devices", "--chains", chains)
             assert again["migrated"] is False  # safe to run again
+            per_device = list(Context.open(ws).store.list("director/devices/"))
+            assert (per_device == []) == (chains == "served"), per_device  # served: signed on request
+
+            moved_on, _ = dev.poll()  # the first poll after the move: its own chain, the same record
+            assert (moved_on.outcome, moved_on.active) == ("stayed", "2.0.0"), moved_on
             repo = Context.open(ws).repository()
             assert not [n for n in repo.role_names() if n.startswith("devices")]
             snapshot_after = len(repo.store.get(layout.metadata_key("snapshot", repo.snapshot.signed.version)))
