@@ -21,22 +21,24 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
+from scipy import special  # the distributions' inverses; scipy.stats would add ~0.5 s to every `rollout step`
 
 Array = NDArray[np.float64]
 
 
 def proportion_interval(a: Array, n: Array, level: float = 0.95) -> tuple[Array, Array]:
     q = (1 - level) / 2
-    lo = np.where(a > 0, stats.beta.ppf(q, a, n - a + 1), 0.0)
-    hi = np.where(a < n, stats.beta.ppf(1 - q, a + 1, n - a), 1.0)
+    with np.errstate(invalid="ignore"):  # the other branch of each `where` (a = 0, a = n) is not a number
+        lo = np.where(a > 0, special.betaincinv(a, n - a + 1, q), 0.0)  # beta.ppf(q, a, n - a + 1)
+        hi = np.where(a < n, special.betaincinv(a + 1, n - a, 1 - q), 1.0)
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
 def poisson_interval(a: Array, t: Array, level: float = 0.95) -> tuple[Array, Array]:
     q = (1 - level) / 2
-    lo = np.where(a > 0, stats.gamma.ppf(q, a), 0.0) / t
-    hi = stats.gamma.ppf(1 - q, a + 1) / t
+    with np.errstate(invalid="ignore"):
+        lo = np.where(a > 0, special.gammaincinv(a, q), 0.0) / t  # gamma.ppf(q, a)
+    hi = special.gammaincinv(a + 1, 1 - q) / t
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
@@ -97,7 +99,7 @@ def stratified_ratio(a: Array, n: Array, x: Array, member: Array, level: float =
     lr = np.where(ok[:, None], _log_lr_ratio(a, n, x, theta, 0.0), 0.0)
     ll = member @ lr
     best = ll.max(axis=1, keepdims=True)
-    inside = ll >= best - stats.chi2.ppf(level, 1) / 2
+    inside = ll >= best - special.chdtri(1, 1 - level) / 2  # chi2.ppf(level, 1)
     est = np.exp(theta[np.argmax(ll, axis=1)])
     lo = np.exp(np.where(inside, theta[None, :], np.inf).min(axis=1))
     hi = np.exp(np.where(inside, theta[None, :], -np.inf).max(axis=1))

@@ -435,3 +435,28 @@ def test_common_overdispersion_pools_strata_with_their_own_means() -> None:
     v = stats.common_overdispersion(n, n * m, n * (m + 3 * m * m))
     assert v == pytest.approx(2.0, rel=0.01)
     assert stats.common_overdispersion(np.array([1.0]), np.array([5.0]), np.array([25.0])) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5000), share=st.floats(0, 1), hours=st.floats(0.1, 1e6),
+       level=st.sampled_from([0.8, 0.95, 0.99]))
+def test_the_intervals_are_scipy_stats_intervals(n: int, share: float, hours: float, level: float) -> None:
+    """stats.py calls scipy.special's inverses (scipy.stats costs every `rollout step` ~0.5 s of import):
+    the same numbers as the distributions' ppf, the edges (no event, every trial an event) included."""
+    from scipy import stats as scipy_stats
+
+    a = np.array([0.0, float(round(share * n)), float(n)])
+    trials = np.full(3, float(n))
+    q = (1 - level) / 2
+    lo, hi = stats.proportion_interval(a, trials, level)
+    want_lo = np.where(a > 0, scipy_stats.beta.ppf(q, a, trials - a + 1), 0.0)
+    want_hi = np.where(a < trials, scipy_stats.beta.ppf(1 - q, a + 1, trials - a), 1.0)
+    np.testing.assert_allclose(lo, want_lo, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(hi, want_hi, rtol=1e-9, atol=1e-12)
+    t = np.full(3, hours)
+    lo, hi = stats.poisson_interval(a, t, level)
+    np.testing.assert_allclose(lo, np.where(a > 0, scipy_stats.gamma.ppf(q, a), 0.0) / t, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(hi, scipy_stats.gamma.ppf(1 - q, a + 1) / t, rtol=1e-9, atol=1e-12)
+    from scipy import special  # stratified_ratio's cutoff
+
+    assert special.chdtri(1, 1 - level) == pytest.approx(scipy_stats.chi2.ppf(level, 1), rel=1e-12)
