@@ -5,7 +5,7 @@ A million-device command (``fleet import``, ``rollout plan``) keeps millions of 
 come more often the more objects are allocated: at 1M devices they were ~40% of an import's time.
 Records, rows and statements hold no reference cycles (what they hold is strings, tuples and each
 other, freed by reference counting), so these commands pause the collector while they run and
-collect once at the end. tests/unit/fleet/test_bulk_gc.py checks that an import leaves no cycles.
+collect once at the end. tests/unit/fleet/test_bulk_gc.py checks that imports and plans leave no cycles.
 """
 
 from __future__ import annotations

@@ -382,15 +382,27 @@ def list_devices(ctx: Context) -> list[DeviceRecord]:
     repo = ctx.repository()
     if director.enabled(repo):
         return director.list_records(ctx)
+    return sorted(_bin_records(ctx, repo), key=lambda r: r.device_id)
+
+
+def each_device(ctx: Context) -> Iterator[DeviceRecord]:
+    """Every device's record, in no set order, one at a time (a million records with their
+    entitlements are gigabytes; ``list_devices`` sorts them)."""
+    repo = ctx.repository()
+    if director.enabled(repo):
+        yield from director.list_records(ctx)
+        return
+    yield from _bin_records(ctx, repo)
+
+
+def _bin_records(ctx: Context, repo: Repository) -> Iterator[DeviceRecord]:
     bins = [n for n in repo.role_names() if n.startswith(f"{layout.BIN_PREFIX}-")]
     paths: list[str] = []
     with progress.task("reading device hash bins", len(bins)) as reading:
         for name in bins:
             paths.extend(repo.role(name).signed.targets)
             reading.advance()
-    out = []
     with progress.task("reading device records", len(paths)) as reading:
         for path in paths:
-            out.append(get_device(ctx, repo, path.removeprefix("devices/").removesuffix(".json")))
+            yield get_device(ctx, repo, path.removeprefix("devices/").removesuffix(".json"))
             reading.advance()
-    return sorted(out, key=lambda r: r.device_id)

@@ -1,7 +1,7 @@
 """`fleet import` and `rollout plan` pause Python's cycle collector (otactl.bulk): at 1M devices its
 full passes were ~40% of an import. That is only safe while what they build holds no reference cycles,
-so these run each layout's import and a re-import with the collector off and count what only the
-collector could free."""
+so these run an import, a re-import and a plan in each layout with the collector off and count what
+only the collector could free."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from otactl.app import rollout
 from otactl.app.context import Context, utcnow
 from otactl.app.fleet import import_devices
 from otactl.app.init import DEVICE_LAYOUTS, init_workspace
@@ -23,13 +24,21 @@ def _records(n: int, tag: str) -> list[DeviceRecord]:
                          hashlib.sha256(f"dev-{i}".encode()).hexdigest()) for i in range(n)]
 
 
-@pytest.mark.parametrize("device_layout", DEVICE_LAYOUTS)
-def test_an_import_leaves_nothing_for_the_cycle_collector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         device_layout: str) -> None:
+PLAN = Path(__file__).resolve().parents[3] / "canary" / "default.yaml"
+
+
+def _workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device_layout: str) -> Path:
     monkeypatch.setenv("OTACTL_KEY_PASSPHRASE", "bulk-gc-test")
     ws = tmp_path / "ws"
     init_workspace(ws, store_url=None, endpoint_url=None, release_managers=["release-manager"], approvals=1,
                    bin_bit_length=2, now=utcnow(), shared_passphrase=True, device_layout=device_layout)
+    return ws
+
+
+@pytest.mark.parametrize("device_layout", DEVICE_LAYOUTS)
+def test_an_import_and_a_plan_leave_nothing_for_the_cycle_collector(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device_layout: str) -> None:
+    ws = _workspace(tmp_path, monkeypatch, device_layout)
     gc.collect()
     gc.disable()
     try:
@@ -39,6 +48,10 @@ def test_an_import_leaves_nothing_for_the_cycle_collector(tmp_path: Path, monkey
             left = gc.collect()
             # none today; a library's setup may leave a few, a cycle per device would leave hundreds
             assert left < 50, f"{device_layout}: {left} objects in reference cycles after importing 300 devices"
+        report = rollout.plan(Context.open(ws), "m", "2.0.0", PLAN)
+        assert report.fleet_devices == 300
+        left = gc.collect()
+        assert left < 50, f"{device_layout}: {left} objects in reference cycles after planning 300 devices"
     finally:
         gc.enable()
 
