@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from telemetry_step_bench import BASE, MODEL, NEW, STRATA, build  # noqa: E402
+from telemetry_step_bench import BASE, MODEL, NEW, STRATA, build
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSPHRASE = "rollout-step-bench"
