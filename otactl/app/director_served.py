@@ -30,12 +30,14 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from otactl import progress
 from otactl.app import director as app_director
 from otactl.app.context import Context
 from otactl.errors import ConflictError, NotFoundError, VerificationError
 from otactl.fleet import index as fleet_index
+from otactl.fleet.records import DeviceRecord
 from otactl.repo import director
 
 CONFIG_KEY = "director/config.json"
@@ -156,6 +158,17 @@ class Packs:
         return len(by_pack)
 
 
+def in_shard_order(records: Iterable[DeviceRecord]) -> list[DeviceRecord]:
+    """Records sorted so that each index shard, and each of its packs, is written once."""
+    return sorted(records, key=lambda r: (fleet_index.shard_of(r.device_id), r.device_id))
+
+
+def row_and_bytes(record: DeviceRecord) -> tuple[fleet_index.Row, bytes]:
+    """A record's bytes and its index row (version and expiry set when written)."""
+    data = record.to_bytes()
+    return app_director.row_of(record, hashlib.sha256(data).hexdigest(), len(data)), data
+
+
 def write_records(ctx: Context, index: app_director.Index, items: Iterable[tuple[fleet_index.Row, bytes]]) -> int:
     """Write changed records (rows from ``row_of`` with their bytes), shard by shard: the pack, then the
     index rows at their next version (the commit point). Items in shard order write each shard once.
@@ -182,8 +195,7 @@ def _flush(ctx: Context, index: app_director.Index, shard: int, batch: list[tupl
     packs = index.packs.write(rows, batch)
     expires = _expires(ctx)
     for new, _ in batch:
-        old = rows.get(new.device_id)
-        rows[new.device_id] = new.at((0 if old is None else old.version) + 1, expires)
+        rows[new.device_id] = _next(new, rows.get(new.device_id), expires)
     index.save_shard(shard)
     index.packs.forget(shard)
     return 1 + packs
@@ -193,14 +205,18 @@ def _expires(ctx: Context) -> int:
     return int((ctx.now + timedelta(days=ctx.trust.role("devices").expires_days)).timestamp())
 
 
+def _next(new: fleet_index.Row, old: fleet_index.Row | None, expires: int) -> fleet_index.Row:
+    """``new`` at the device's next chain version (a device refuses a version it has seen go back)."""
+    return new.at((0 if old is None else old.version) + 1, expires)
+
+
 def index_rows(ctx: Context, index: app_director.Index, rows: Iterable[fleet_index.Row]) -> int:
     """Each row at its device's next chain version with a fresh expiry, then the index saved: what
     devices see next (the service signs from it). Returns the rows."""
     expires = _expires(ctx)
     count = 0
     for new in rows:
-        old = index.get(new.device_id)
-        index.put(new.at((0 if old is None else old.version) + 1, expires))
+        index.put(_next(new, index.get(new.device_id), expires))
         count += 1
     index.save()
     return count
@@ -211,10 +227,12 @@ def _stamp(ctx: Context, key: str) -> object:
     from otactl.store.directory import DirectoryStore
 
     store = ctx.store
-    if not isinstance(store, DirectoryStore):
-        return None
+    return _file_stamp(store.root / key) if isinstance(store, DirectoryStore) else None
+
+
+def _file_stamp(path: Path) -> object:
     try:
-        st = (store.root / key).stat()
+        st = path.stat()
     except FileNotFoundError:
         return "absent"
     return st.st_ino, st.st_mtime_ns, st.st_size
@@ -234,14 +252,8 @@ class DirectorService:
         self._service = ChainService(ctx) if enabled(ctx) else None  # bad configuration, no keys: refused now
 
     def _stamps(self) -> object:
-        trust = self.ctx.workspace.root / self.ctx.trust.path
-        try:
-            st = trust.stat()
-            trust_stamp: object = st.st_ino, st.st_mtime_ns, st.st_size
-        except FileNotFoundError:
-            trust_stamp = "absent"
         stamp = _stamp(self.ctx, CONFIG_KEY)
-        return None if stamp is None else (stamp, trust_stamp)
+        return None if stamp is None else (stamp, _file_stamp(self.ctx.workspace.root / self.ctx.trust.path))
 
     def enabled(self) -> bool:
         stamps = self._stamps()

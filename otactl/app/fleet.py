@@ -147,8 +147,9 @@ class _Records:
         the published record and its index row already say this. ``old`` is its published entry if known;
         ``looked_up`` says an absent one was looked for already."""
         if self.index is not None and self.index.served:  # no entry, no file key: the row is what is written
-            data = record.to_bytes()
-            row = director.row_of(record, hashlib.sha256(data).hexdigest(), len(data))
+            from otactl.app import director_served
+
+            row, data = director_served.row_and_bytes(record)
             was = self.index.get(record.device_id) if old is not None or not looked_up else None
             return None if was is not None and was.at(0, 0) == row else (row, "", data)
         path, data, tf = _entry(record)
@@ -304,7 +305,9 @@ def import_devices(ctx: Context, records: list[DeviceRecord], source: str,
     if where.index is not None:
         _check_keys(ctx, records, source, lines)
         if where.index.served:  # shard order: each record pack and index shard is written once
-            records = sorted(records, key=lambda r: (fleet_index.shard_of(r.device_id), r.device_id))
+            from otactl.app import director_served
+
+            records = director_served.in_shard_order(records)
     plan = _plan(ctx, where, records, signers)
     keys = None if signers is None else EntitlementSigners(ctx, signers, tuple(entitlement_keys))
     changed, unchanged, batches = _write(ctx, where, plan, keys, batch_size)
@@ -382,20 +385,12 @@ def list_devices(ctx: Context) -> list[DeviceRecord]:
     repo = ctx.repository()
     if director.enabled(repo):
         return director.list_records(ctx)
-    return sorted(_bin_records(ctx, repo), key=lambda r: r.device_id)
+    return sorted(bin_records(ctx, repo), key=lambda r: r.device_id)
 
 
-def each_device(ctx: Context) -> Iterator[DeviceRecord]:
-    """Every device's record, in no set order, one at a time (a million records with their
+def bin_records(ctx: Context, repo: Repository) -> Iterator[DeviceRecord]:
+    """Every record of the hash bins, in no set order, one at a time (a million records with their
     entitlements are gigabytes; ``list_devices`` sorts them)."""
-    repo = ctx.repository()
-    if director.enabled(repo):
-        yield from director.list_records(ctx)
-        return
-    yield from _bin_records(ctx, repo)
-
-
-def _bin_records(ctx: Context, repo: Repository) -> Iterator[DeviceRecord]:
     bins = [n for n in repo.role_names() if n.startswith(f"{layout.BIN_PREFIX}-")]
     paths: list[str] = []
     with progress.task("reading device hash bins", len(bins)) as reading:

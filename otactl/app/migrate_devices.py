@@ -23,7 +23,6 @@ devices that poll right after find their chains.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,7 +32,6 @@ from otactl.app.context import Context
 from otactl.app.fleet import _entry, list_devices
 from otactl.app.keys import _journaled, _new_key, _next_name
 from otactl.errors import KeyAccessError, UsageError
-from otactl.fleet import index as fleet_index
 from otactl.repo import layout
 from otactl.workspace import RoleEntry
 
@@ -90,9 +88,7 @@ def migrate_devices(ctx: Context, chains: str = "stored") -> MigrateDevicesResul
         repo.trust = ctx.trust = ctx.signers.trust = trust
         index = director.Index(ctx)
         if index.served:  # the records' bytes into packs, shard by shard, then their index rows
-            ordered = sorted(records, key=lambda r: (fleet_index.shard_of(r.device_id), r.device_id))
-            items = ((director.row_of(r, hashlib.sha256(data).hexdigest(), len(data)), data)
-                     for r in ordered for data in (r.to_bytes(),))
+            items = (director_served.row_and_bytes(r) for r in director_served.in_shard_order(records))
             director_served.write_records(ctx, index, items)
         else:
             changed = []

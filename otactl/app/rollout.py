@@ -79,12 +79,13 @@ def fleet_devices(ctx: Context, model: str) -> Iterator[DeviceInfo]:
     shard (no record opened, decision 0407; ``otactl fleet verify`` proves it consistent; a million
     devices are never all in memory), else from the records."""
     from otactl.app import director
-    from otactl.app.fleet import each_device
+    from otactl.app.fleet import bin_records
 
-    if director.enabled(ctx.repository()):
+    repo = ctx.repository()
+    if director.enabled(repo):
         return (DeviceInfo(DeviceId(d), m, v, r, t) for d, m, v, r, t in director.ring_attributes(ctx, model))
     return (DeviceInfo(DeviceId(r.device_id), r.model, r.variant, r.region, frozenset(r.tags))
-            for r in each_device(ctx) if r.model == model)
+            for r in bin_records(ctx, repo) if r.model == model)
 
 
 def plan(ctx: Context, model: str, version: str, plan_file: Path) -> PlanReport:
